@@ -1,0 +1,140 @@
+//! Building the capture kernel images from the linked ELF.
+//!
+//! - `capture.elf`: the linked static-PIE ELF itself; its PVH note makes
+//!   `qemu-system-x86_64 -kernel capture.elf` boot it.
+//! - `bzImage`: the same bytes as a Linux x86 boot-protocol image for kexec: sector 0 carries
+//!   the setup header (boot.rst), sectors 1..=SETUP_SECTS are reserved (room for a PE/COFF
+//!   header and section table for Secure Boot signing later), then the flat payload: the file
+//!   bytes of the ELF's one PT_LOAD, whose offset 0x200 is the 64-bit entry.
+
+use crate::{cargo, run, workspace_root};
+use lifeboat_arch::x86_64::bootparam::{self, SetupHeader};
+use lifeboat_arch::x86_64::LINK_BASE;
+use object::elf;
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, SectionHeader};
+use object::Endianness;
+use std::path::PathBuf;
+
+/// 512-byte setup sectors after sector 0 (reserved; loaders skip them).
+const SETUP_SECTS: u8 = 4;
+/// The runtime memory goal from the design: image, bss, heap, stack and page tables.
+const RUNTIME_GOAL: u64 = 8 << 20;
+
+pub struct Images {
+    pub capture_elf: PathBuf,
+    pub bzimage: PathBuf,
+}
+
+pub fn build_x86_64() -> Result<Images, String> {
+    crate::setup::ensure_targets_quiet();
+    run(cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "lifeboat-kernel",
+        "--target",
+        "x86_64-unknown-none",
+        "--profile",
+        "kernel",
+    ]))?;
+    let root = workspace_root();
+    let elf_path = root.join("target/x86_64-unknown-none/kernel/lifeboat-kernel");
+    let data = std::fs::read(&elf_path).map_err(|e| format!("{}: {e}", elf_path.display()))?;
+    let layout = inspect(&data)?;
+
+    let out = root.join("target/lifeboat/x86_64");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let capture_elf = out.join("capture.elf");
+    std::fs::write(&capture_elf, &data).map_err(|e| format!("{}: {e}", capture_elf.display()))?;
+
+    let payload = &data[layout.file_offset..layout.file_offset + layout.file_size];
+    let init_size = layout.mem_size.div_ceil(4096) * 4096;
+    let hdr = SetupHeader::lifeboat(SETUP_SECTS, payload.len() as u32, init_size as u32);
+    let setup_len = (usize::from(SETUP_SECTS) + 1) * 512;
+    let mut bz = vec![0u8; setup_len];
+    bz[bootparam::SETUP_HEADER_OFFSET..bootparam::SETUP_HEADER_OFFSET + 123].copy_from_slice(&hdr.to_bytes());
+    // Real-mode code after the header (reached only if something runs the 16-bit setup,
+    // e.g. QEMU -kernel bzImage, which lifeboat does not support): cli; hlt; jmp .-1.
+    bz[0x26C..0x270].copy_from_slice(&[0xFA, 0xF4, 0xEB, 0xFD]);
+    bz.extend_from_slice(payload);
+    let bzimage = out.join("bzImage");
+    std::fs::write(&bzimage, &bz).map_err(|e| format!("{}: {e}", bzimage.display()))?;
+
+    println!("lifeboat x86_64 images (target/lifeboat/x86_64):");
+    println!("  bzImage      {:>9} bytes  (kexec: kexec_file_load or kexec -p)", bz.len());
+    println!("  capture.elf  {:>9} bytes  (PVH: qemu-system-x86_64 -kernel)", data.len());
+    println!(
+        "  runtime memory (init_size: image + bss + heap + stack + page tables) {} KiB = {:.2} MiB (goal <= 8 MiB)",
+        init_size / 1024,
+        init_size as f64 / (1 << 20) as f64
+    );
+    println!("  relocations: {} R_X86_64_RELATIVE", layout.relocs);
+    if init_size > RUNTIME_GOAL {
+        return Err(format!("runtime memory {init_size} bytes exceeds the 8 MiB goal"));
+    }
+    Ok(Images { capture_elf, bzimage })
+}
+
+struct Layout {
+    file_offset: usize,
+    file_size: usize,
+    mem_size: u64,
+    relocs: usize,
+}
+
+/// Check the linked kernel is what the boot paths need: one PT_LOAD at LINK_BASE, a PVH
+/// note, the LIFEBOAT header at payload offset 0, only RELATIVE relocations (the entry code
+/// applies nothing else).
+fn inspect(data: &[u8]) -> Result<Layout, String> {
+    let file = ElfFile64::<Endianness>::parse(data).map_err(|e| format!("kernel ELF: {e}"))?;
+    let endian = file.endian();
+    let hdr = file.elf_header();
+    let loads: Vec<_> = hdr
+        .program_headers(endian, data)
+        .map_err(|e| format!("kernel ELF: {e}"))?
+        .iter()
+        .filter(|p| p.p_type(endian) == elf::PT_LOAD)
+        .collect();
+    if loads.len() != 1 {
+        return Err(format!("kernel ELF has {} PT_LOAD segments, the layout needs exactly 1", loads.len()));
+    }
+    let p = loads[0];
+    if p.p_vaddr(endian) != LINK_BASE || p.p_paddr(endian) != LINK_BASE {
+        return Err(format!("kernel PT_LOAD is at {:#x}, expected {:#x}", p.p_vaddr(endian), LINK_BASE));
+    }
+    let file_offset = p.p_offset(endian) as usize;
+    let file_size = p.p_filesz(endian) as usize;
+    let payload = data.get(file_offset..file_offset + file_size).ok_or("kernel PT_LOAD beyond file")?;
+    if !payload.starts_with(b"LIFEBOAT") {
+        return Err("payload does not start with the LIFEBOAT image header".into());
+    }
+    let mut relocs = 0;
+    let mut has_pvh = false;
+    for s in hdr.section_headers(endian, data).map_err(|e| format!("kernel ELF: {e}"))?.iter() {
+        if s.sh_type(endian) == elf::SHT_NOTE {
+            has_pvh = true;
+        }
+        if s.sh_type(endian) == elf::SHT_REL {
+            return Err("kernel has REL relocations; only RELA RELATIVE are applied".into());
+        }
+        if s.sh_type(endian) == elf::SHT_RELA {
+            let bytes = s.data(endian, data).map_err(|e| format!("kernel ELF: {e}"))?;
+            for r in bytes.chunks_exact(24) {
+                let info = u64::from_le_bytes(r[8..16].try_into().unwrap());
+                if info & 0xffff_ffff != u64::from(elf::R_X86_64_RELATIVE) {
+                    return Err(format!("kernel has relocation type {} (only RELATIVE is applied)", info & 0xffff_ffff));
+                }
+                relocs += 1;
+            }
+        }
+    }
+    if !has_pvh {
+        return Err("kernel ELF has no PVH note".into());
+    }
+    // The 64-bit entry must sit at payload offset 0x200.
+    let entry = &payload[bootparam::ENTRY64_OFFSET as usize..bootparam::ENTRY64_OFFSET as usize + 1];
+    if entry != [0xFA] {
+        return Err("payload offset 0x200 is not the 64-bit entry (expected cli)".into());
+    }
+    Ok(Layout { file_offset, file_size, mem_size: p.p_memsz(endian), relocs })
+}
