@@ -1,0 +1,724 @@
+//! Framing of the dump stream on a serial line that also carries console text.
+//!
+//! The specification, with a worked example, is `docs/serial-framing.md`. In short, a frame is
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `b"\0LBF"` |
+//! | 4 | 1 | kind: 1 START, 2 DATA, 3 END |
+//! | 5 | 1 | framing version, 1 |
+//! | 6 | 2 | reserved, 0 |
+//! | 8 | 4 | sequence number (u32 LE): START is 0, then +1 per frame |
+//! | 12 | 4 | payload length (u32 LE), at most [`MAX_PAYLOAD`] |
+//! | 16 | 8 | stream offset (u64 LE): DATA: of its first payload byte; START: 0; END: total stream bytes |
+//! | 24 | len | payload |
+//! | 24+len | 4 | CRC-32 (IEEE, as zlib's `crc32`) of bytes `0..24+len`, u32 LE |
+//!
+//! The sender prints console text only between frames. The receiver ([`FrameScanner`]) takes
+//! every byte outside a valid frame as console text; a candidate frame whose header is not
+//! sane, whose CRC does not match, or that is cut off by the end of input is reported as
+//! [`ScanEvent::Corrupt`]; its first byte (the magic's NUL) is dropped and scanning resumes at
+//! the next byte.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::sink::{ChunkWrite, SinkError, MAX_CHUNK};
+
+/// First bytes of every frame. Console text never contains NUL, so it never contains this.
+pub const MAGIC: [u8; 4] = *b"\0LBF";
+/// The framing version this module writes and accepts.
+pub const VERSION: u8 = 1;
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 24;
+/// Bytes after the payload (the CRC).
+pub const TRAILER_LEN: usize = 4;
+/// The largest payload of any frame: a DATA frame carries one chunk of at most
+/// [`MAX_CHUNK`] bytes.
+pub const MAX_PAYLOAD: usize = MAX_CHUNK;
+/// The largest frame on the wire.
+pub const MAX_FRAME: usize = HEADER_LEN + MAX_PAYLOAD + TRAILER_LEN;
+/// The payload format announced in START: a makedumpfile flattened stream ([`crate::flat`])
+/// of a kdump-compressed dump.
+pub const STREAM_FLATTENED_KDUMP: u32 = 1;
+/// START and END strings are cut to this many bytes (at a character boundary).
+pub const MAX_TEXT: usize = 1024;
+
+/// Fixed part of a START payload: stream format u32 LE, then the info string.
+const START_FIXED: usize = 4;
+/// Fixed part of an END payload: verdict u8, 3 reserved, DATA frame count u32 LE, then the
+/// reason string.
+const END_FIXED: usize = 8;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// Opens the stream: payload = stream format + info string.
+    Start = 1,
+    /// A piece of the stream: payload = one chunk, starting at the header's stream offset.
+    Data = 2,
+    /// Closes the stream: payload = verdict, DATA frame count, reason; offset = total bytes.
+    End = 3,
+}
+
+impl FrameKind {
+    fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(FrameKind::Start),
+            2 => Some(FrameKind::Data),
+            3 => Some(FrameKind::End),
+            _ => None,
+        }
+    }
+}
+
+/// The sender's side of the byte link (the capture kernel implements it over the UART).
+pub trait ByteWrite {
+    fn write_bytes(&mut self, b: &[u8]) -> Result<(), SinkError>;
+}
+
+/// Frames a stream of chunks onto a [`ByteWrite`]: START on creation, one DATA frame per
+/// [`ChunkWrite::write_chunk`], END on [`FrameWriter::finish`]. Allocates nothing.
+///
+/// Console text may be written between frames through [`FrameWriter::inner_mut`]; it must not
+/// contain NUL bytes.
+pub struct FrameWriter<W: ByteWrite> {
+    w: W,
+    /// Sequence number of the next frame.
+    seq: u32,
+    /// Stream offset of the next DATA payload byte.
+    offset: u64,
+    data_frames: u32,
+}
+
+impl<W: ByteWrite> FrameWriter<W> {
+    /// Emits the START frame carrying `info` (cut to [`MAX_TEXT`] bytes).
+    pub fn new(w: W, info: &str) -> Result<Self, SinkError> {
+        let mut fw = Self { w, seq: 0, offset: 0, data_frames: 0 };
+        let format = STREAM_FLATTENED_KDUMP.to_le_bytes();
+        fw.frame(FrameKind::Start, 0, &[&format, clip(info)])?;
+        Ok(fw)
+    }
+
+    /// The underlying writer, for console text between frames.
+    pub fn inner_mut(&mut self) -> &mut W {
+        &mut self.w
+    }
+
+    /// Stream bytes framed so far.
+    pub fn stream_bytes(&self) -> u64 {
+        self.offset
+    }
+
+    /// DATA frames emitted so far.
+    pub fn data_frames(&self) -> u32 {
+        self.data_frames
+    }
+
+    /// Emits the END frame and returns the writer. `complete` is the sender's verdict;
+    /// `reason` (cut to [`MAX_TEXT`] bytes) says why the stream is incomplete, or is empty.
+    pub fn finish(mut self, complete: bool, reason: &str) -> Result<W, SinkError> {
+        let mut fixed = [0u8; END_FIXED];
+        fixed[0] = complete as u8;
+        fixed[4..8].copy_from_slice(&self.data_frames.to_le_bytes());
+        let total = self.offset;
+        self.frame(FrameKind::End, total, &[&fixed, clip(reason)])?;
+        Ok(self.w)
+    }
+
+    fn frame(&mut self, kind: FrameKind, offset: u64, parts: &[&[u8]]) -> Result<(), SinkError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        debug_assert!(len <= MAX_PAYLOAD);
+        let header = encode_header(kind, self.seq, len as u32, offset);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        self.w.write_bytes(&header)?;
+        for p in parts {
+            crc.update(p);
+            self.w.write_bytes(p)?;
+        }
+        self.w.write_bytes(&crc.finalize().to_le_bytes())?;
+        self.seq = self.seq.wrapping_add(1);
+        Ok(())
+    }
+}
+
+impl<W: ByteWrite> ChunkWrite for FrameWriter<W> {
+    /// One DATA frame per chunk. An empty chunk emits nothing; a chunk larger than
+    /// [`MAX_CHUNK`] is refused.
+    fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), SinkError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if chunk.len() > MAX_PAYLOAD {
+            return Err(SinkError::Io("chunk larger than MAX_CHUNK"));
+        }
+        let offset = self.offset;
+        self.frame(FrameKind::Data, offset, &[chunk])?;
+        self.offset += chunk.len() as u64;
+        self.data_frames = self.data_frames.wrapping_add(1);
+        Ok(())
+    }
+}
+
+fn encode_header(kind: FrameKind, seq: u32, len: u32, offset: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&MAGIC);
+    h[4] = kind as u8;
+    h[5] = VERSION;
+    h[8..12].copy_from_slice(&seq.to_le_bytes());
+    h[12..16].copy_from_slice(&len.to_le_bytes());
+    h[16..24].copy_from_slice(&offset.to_le_bytes());
+    h
+}
+
+/// `s` cut to at most [`MAX_TEXT`] bytes at a character boundary.
+fn clip(s: &str) -> &[u8] {
+    let mut n = s.len().min(MAX_TEXT);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    &s.as_bytes()[..n]
+}
+
+/// The decoded payload of a START frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartInfo<'a> {
+    /// [`STREAM_FLATTENED_KDUMP`] for streams lifeboat writes.
+    pub stream_format: u32,
+    /// Free-form description of the sender (program, version, arch, crashed kernel release).
+    pub info: &'a [u8],
+}
+
+impl<'a> StartInfo<'a> {
+    /// `None` if the payload is too short.
+    pub fn parse(payload: &'a [u8]) -> Option<Self> {
+        let fixed = payload.get(..START_FIXED)?;
+        Some(Self { stream_format: le_u32(fixed), info: &payload[START_FIXED..] })
+    }
+}
+
+/// The decoded payload (and offset) of an END frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndInfo<'a> {
+    /// The sender's verdict: every byte of the dump was produced.
+    pub complete: bool,
+    /// DATA frames the sender emitted.
+    pub data_frames: u32,
+    /// Stream bytes the sender emitted (the END frame's offset field).
+    pub stream_bytes: u64,
+    /// Why the dump is incomplete (empty when complete).
+    pub reason: &'a [u8],
+}
+
+impl<'a> EndInfo<'a> {
+    /// `None` if the payload is too short. `offset` is the END frame's offset field.
+    pub fn parse(offset: u64, payload: &'a [u8]) -> Option<Self> {
+        let fixed = payload.get(..END_FIXED)?;
+        Some(Self {
+            complete: fixed[0] == 1,
+            data_frames: le_u32(&fixed[4..8]),
+            stream_bytes: offset,
+            reason: &payload[END_FIXED..],
+        })
+    }
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// What [`FrameScanner::next_event`] found. Positions count input bytes from the start.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ScanEvent {
+    /// Bytes outside frames, in input order. Text may come in arbitrary pieces (not lines).
+    Console(Vec<u8>),
+    /// A frame whose CRC checked. `at` is the input position of its magic.
+    Frame { kind: FrameKind, seq: u32, offset: u64, payload: Vec<u8>, at: u64 },
+    /// Something that started like a frame at input position `at` but is not one (bad header,
+    /// CRC mismatch, or cut off by the end of input). Its first byte (the NUL) is dropped as
+    /// noise; the following bytes are rescanned as console text and possible later frames.
+    Corrupt { at: u64 },
+}
+
+impl fmt::Debug for ScanEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScanEvent::Console(t) => {
+                write!(f, "Console({:?})", alloc::string::String::from_utf8_lossy(t))
+            }
+            ScanEvent::Frame { kind, seq, offset, payload, at } => write!(
+                f,
+                "Frame {{ kind: {:?}, seq: {}, offset: {:#x}, len: {}, at: {} }}",
+                kind,
+                seq,
+                offset,
+                payload.len(),
+                at
+            ),
+            ScanEvent::Corrupt { at } => write!(f, "Corrupt {{ at: {} }}", at),
+        }
+    }
+}
+
+/// Finds frames in a byte stream that also carries console text.
+///
+/// Feed input in pieces of any size with [`Self::feed`], then drain events with
+/// [`Self::next_event`] until it returns `None`; call [`Self::finish`] at the end of input so
+/// that a cut-off frame is reported and held-back bytes come out. Memory is bounded by one
+/// frame ([`MAX_FRAME`]) plus the largest piece fed.
+pub struct FrameScanner {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already consumed.
+    start: usize,
+    /// Input position of `buf[0]`.
+    base: u64,
+    eof: bool,
+}
+
+impl Default for FrameScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+enum Candidate {
+    /// Not enough bytes yet to decide.
+    NeedMore,
+    /// Not a frame.
+    Bad,
+    /// A valid frame of this total length.
+    Good { kind: FrameKind, seq: u32, offset: u64, len: usize },
+}
+
+impl FrameScanner {
+    pub fn new() -> Self {
+        Self { buf: Vec::new(), start: 0, base: 0, eof: false }
+    }
+
+    /// Appends input. Call [`Self::next_event`] until `None` before feeding more to keep
+    /// memory bounded.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.base += self.start as u64;
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Marks the end of input: what is held back (a frame still waiting for bytes, a partial
+    /// magic) is resolved by the following [`Self::next_event`] calls.
+    pub fn finish(&mut self) {
+        self.eof = true;
+    }
+
+    /// Input bytes consumed so far (the position of the next undecided byte).
+    pub fn position(&self) -> u64 {
+        self.base + self.start as u64
+    }
+
+    /// The next event, or `None` when more input is needed (or, after [`Self::finish`],
+    /// when everything is consumed).
+    pub fn next_event(&mut self) -> Option<ScanEvent> {
+        let rest = &self.buf[self.start..];
+        if rest.is_empty() {
+            return None;
+        }
+        match find_magic(rest) {
+            Some(0) => {}
+            Some(i) => return Some(self.console(i)),
+            None => {
+                // Hold back a tail that may be the beginning of a magic.
+                let keep = if self.eof { 0 } else { partial_magic_suffix(rest) };
+                let n = rest.len() - keep;
+                return if n == 0 { None } else { Some(self.console(n)) };
+            }
+        }
+        let at = self.position();
+        match check_candidate(rest) {
+            Candidate::NeedMore if !self.eof => None,
+            Candidate::NeedMore | Candidate::Bad => {
+                // Skip the NUL so the next scan starts after it; the rest is rescanned.
+                self.start += 1;
+                Some(ScanEvent::Corrupt { at })
+            }
+            Candidate::Good { kind, seq, offset, len } => {
+                let payload = rest[HEADER_LEN..HEADER_LEN + len].to_vec();
+                self.start += HEADER_LEN + len + TRAILER_LEN;
+                Some(ScanEvent::Frame { kind, seq, offset, payload, at })
+            }
+        }
+    }
+
+    fn console(&mut self, n: usize) -> ScanEvent {
+        let text = self.buf[self.start..self.start + n].to_vec();
+        self.start += n;
+        ScanEvent::Console(text)
+    }
+}
+
+/// Index of the first full magic in `b`.
+fn find_magic(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = b[i..].iter().position(|&x| x == MAGIC[0]) {
+        let j = i + p;
+        let avail = (b.len() - j).min(MAGIC.len());
+        if b[j..j + avail] == MAGIC[..avail] {
+            if avail == MAGIC.len() {
+                return Some(j);
+            }
+            return None; // a partial magic at the very end
+        }
+        i = j + 1;
+    }
+    None
+}
+
+/// Length of the longest suffix of `b` that is a proper prefix of the magic.
+fn partial_magic_suffix(b: &[u8]) -> usize {
+    (1..MAGIC.len()).rev().find(|&k| b.len() >= k && b[b.len() - k..] == MAGIC[..k]).unwrap_or(0)
+}
+
+/// Decides whether `b` (starting with the magic) begins with a valid frame.
+fn check_candidate(b: &[u8]) -> Candidate {
+    if b.len() < HEADER_LEN {
+        return Candidate::NeedMore;
+    }
+    let kind = FrameKind::from_u8(b[4]);
+    let len = le_u32(&b[12..16]) as usize;
+    let (Some(kind), true, true, true) =
+        (kind, b[5] == VERSION, b[6] == 0 && b[7] == 0, len <= MAX_PAYLOAD)
+    else {
+        return Candidate::Bad;
+    };
+    let total = HEADER_LEN + len + TRAILER_LEN;
+    if b.len() < total {
+        return Candidate::NeedMore;
+    }
+    let crc = crc32fast::hash(&b[..HEADER_LEN + len]);
+    if crc != le_u32(&b[HEADER_LEN + len..total]) {
+        return Candidate::Bad;
+    }
+    Candidate::Good { kind, seq: le_u32(&b[8..12]), offset: le_u64(&b[16..24]), len }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::String;
+    use alloc::vec;
+
+    #[derive(Default)]
+    struct Wire(Vec<u8>);
+    impl ByteWrite for Wire {
+        fn write_bytes(&mut self, b: &[u8]) -> Result<(), SinkError> {
+            self.0.extend_from_slice(b);
+            Ok(())
+        }
+    }
+
+    /// A tiny deterministic PRNG (xorshift) for test data.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn text(&mut self, max: u64) -> Vec<u8> {
+            let n = self.below(max + 1);
+            (0..n)
+                .map(|_| match self.below(20) {
+                    0 => b'\n',
+                    _ => b' ' + self.below(95) as u8,
+                })
+                .collect()
+        }
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// Frames `chunks` with console text before/between/after them. Returns the wire bytes,
+    /// the console text in order, and the byte range of every frame on the wire.
+    fn build(chunks: &[Vec<u8>], rng: &mut Rng) -> (Vec<u8>, Vec<u8>, Vec<(usize, usize)>) {
+        let mut console = Vec::new();
+        let mut ranges = Vec::new();
+        let mut fw = FrameWriter::new(Wire::default(), "lifeboat test x86_64").unwrap();
+        ranges.push((0, fw.inner_mut().0.len()));
+        for c in chunks {
+            let t = rng.text(80);
+            console.extend_from_slice(&t);
+            fw.inner_mut().0.extend_from_slice(&t);
+            let a = fw.inner_mut().0.len();
+            fw.write_chunk(c).unwrap();
+            ranges.push((a, fw.inner_mut().0.len()));
+        }
+        let a = fw.inner_mut().0.len();
+        let mut w = fw.finish(true, "").unwrap();
+        ranges.push((a, w.0.len()));
+        let t = rng.text(80);
+        console.extend_from_slice(&t);
+        w.0.extend_from_slice(&t);
+        (w.0, console, ranges)
+    }
+
+    fn scan(input: &[u8], step: usize) -> Vec<ScanEvent> {
+        let mut s = FrameScanner::new();
+        let mut ev = Vec::new();
+        for piece in input.chunks(step.max(1)) {
+            s.feed(piece);
+            while let Some(e) = s.next_event() {
+                ev.push(e);
+            }
+        }
+        s.finish();
+        while let Some(e) = s.next_event() {
+            ev.push(e);
+        }
+        ev
+    }
+
+    /// Console text joined, frames as (kind, seq, offset, payload), corrupt positions.
+    #[allow(clippy::type_complexity)]
+    fn split(ev: &[ScanEvent]) -> (Vec<u8>, Vec<(FrameKind, u32, u64, Vec<u8>)>, Vec<u64>) {
+        let mut text = Vec::new();
+        let mut frames = Vec::new();
+        let mut corrupt = Vec::new();
+        for e in ev {
+            match e {
+                ScanEvent::Console(t) => text.extend_from_slice(t),
+                ScanEvent::Frame { kind, seq, offset, payload, .. } => {
+                    frames.push((*kind, *seq, *offset, payload.clone()))
+                }
+                ScanEvent::Corrupt { at } => corrupt.push(*at),
+            }
+        }
+        (text, frames, corrupt)
+    }
+
+    fn sample_chunks(rng: &mut Rng) -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = (0..8)
+            .map(|_| {
+                let n = 1 + rng.below(3000) as usize;
+                rng.bytes(n)
+            })
+            .collect();
+        v.push(vec![0xAB; MAX_CHUNK]);
+        v
+    }
+
+    /// The example frames of docs/serial-framing.md, byte for byte.
+    #[test]
+    fn documented_example_frames() {
+        let mut fw = FrameWriter::new(Wire::default(), "lifeboat 0.1.0 x86_64").unwrap();
+        let start: &[u8] = b"\0LBF\x01\x01\0\0\0\0\0\0\x19\0\0\0\0\0\0\0\0\0\0\0\x01\0\0\0\
+            lifeboat 0.1.0 x86_64\xae\xca\x5c\xbf";
+        assert_eq!(fw.inner_mut().0, start);
+        fw.seq = 7;
+        fw.offset = 0x2a40;
+        fw.data_frames = 6;
+        fw.inner_mut().0.clear();
+        fw.write_chunk(&[0xff; 16]).unwrap();
+        let data: &[u8] = b"\0LBF\x02\x01\0\0\x07\0\0\0\x10\0\0\0\x40\x2a\0\0\0\0\0\0\
+            \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x4b\x5e\x18\xc4";
+        assert_eq!(fw.inner_mut().0, data);
+        fw.inner_mut().0.clear();
+        let w = fw.finish(true, "").unwrap();
+        let end: &[u8] = b"\0LBF\x03\x01\0\0\x08\0\0\0\x08\0\0\0\x50\x2a\0\0\0\0\0\0\
+            \x01\0\0\0\x07\0\0\0\x15\x13\x08\x88";
+        assert_eq!(w.0, end);
+        assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
+    fn layout_of_a_data_frame() {
+        let mut fw = FrameWriter::new(Wire::default(), "hi").unwrap();
+        let start = fw.inner_mut().0.clone();
+        assert_eq!(start.len(), HEADER_LEN + 4 + 2 + TRAILER_LEN);
+        assert_eq!(&start[..8], b"\0LBF\x01\x01\0\0");
+        fw.inner_mut().0.clear();
+        fw.write_chunk(b"xyz").unwrap();
+        fw.write_chunk(b"0123").unwrap();
+        let w = &fw.inner_mut().0;
+        let f2 = &w[HEADER_LEN + 3 + TRAILER_LEN..];
+        assert_eq!(&f2[..4], b"\0LBF");
+        assert_eq!(f2[4], 2);
+        assert_eq!(le_u32(&f2[8..12]), 2); // seq: START 0, DATA 1, DATA 2
+        assert_eq!(le_u32(&f2[12..16]), 4);
+        assert_eq!(le_u64(&f2[16..24]), 3);
+        assert_eq!(&f2[24..28], b"0123");
+        assert_eq!(le_u32(&f2[28..32]), crc32fast::hash(&f2[..28]));
+        assert!(fw.write_chunk(&vec![0; MAX_CHUNK + 1]).is_err());
+    }
+
+    #[test]
+    fn frames_among_console_text_any_feed_size() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let chunks = sample_chunks(&mut rng);
+        let (wire, console, _) = build(&chunks, &mut rng);
+        let all = scan(&wire, wire.len());
+        for step in [1, 2, 3, 5, 23, 24, 1000, 4099] {
+            assert_eq!(split(&scan(&wire, step)), split(&all), "step {}", step);
+        }
+        let (text, frames, corrupt) = split(&all);
+        assert_eq!(text, console);
+        assert!(corrupt.is_empty());
+        assert_eq!(frames.len(), chunks.len() + 2);
+        let start = &frames[0];
+        assert_eq!((start.0, start.1, start.2), (FrameKind::Start, 0, 0));
+        let si = StartInfo::parse(&start.3).unwrap();
+        assert_eq!(si.stream_format, STREAM_FLATTENED_KDUMP);
+        assert_eq!(si.info, b"lifeboat test x86_64");
+        let mut off = 0;
+        for (i, c) in chunks.iter().enumerate() {
+            let f = &frames[i + 1];
+            assert_eq!((f.0, f.1, f.2), (FrameKind::Data, i as u32 + 1, off));
+            assert_eq!(&f.3, c);
+            off += c.len() as u64;
+        }
+        let end = frames.last().unwrap();
+        assert_eq!(end.0, FrameKind::End);
+        let ei = EndInfo::parse(end.2, &end.3).unwrap();
+        assert_eq!(ei, EndInfo { complete: true, data_frames: 9, stream_bytes: off, reason: b"" });
+    }
+
+    #[test]
+    fn payload_containing_the_magic() {
+        let mut fw = FrameWriter::new(Wire::default(), "").unwrap();
+        let mut chunk = Vec::new();
+        for _ in 0..10 {
+            chunk.extend_from_slice(&MAGIC);
+            chunk.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0]);
+        }
+        fw.write_chunk(&chunk).unwrap();
+        let w = fw.finish(false, "out of memory").unwrap();
+        for step in [1, 7, w.0.len()] {
+            let (text, frames, corrupt) = split(&scan(&w.0, step));
+            assert!(text.is_empty() && corrupt.is_empty());
+            assert_eq!(frames.len(), 3);
+            assert_eq!(frames[1].3, chunk);
+            let ei = EndInfo::parse(frames[2].2, &frames[2].3).unwrap();
+            assert!(!ei.complete);
+            assert_eq!(ei.reason, b"out of memory");
+            assert_eq!(ei.stream_bytes, chunk.len() as u64);
+        }
+    }
+
+    #[test]
+    fn bit_flips_lose_only_the_hit_frame() {
+        let mut rng = Rng(42);
+        let chunks = sample_chunks(&mut rng);
+        let (wire, _, ranges) = build(&chunks, &mut rng);
+        for trial in 0..200 {
+            let victim = 1 + rng.below(chunks.len() as u64) as usize; // a DATA frame
+            let (a, b) = ranges[victim];
+            let bit = a * 8 + rng.below(((b - a) * 8) as u64) as usize;
+            let mut w = wire.clone();
+            w[bit / 8] ^= 1 << (bit % 8);
+            let step = [1, 13, w.len()][trial % 3];
+            let (_, frames, corrupt) = split(&scan(&w, step));
+            let seqs: Vec<u32> = frames.iter().map(|f| f.1).collect();
+            let expect: Vec<u32> =
+                (0..ranges.len() as u32).filter(|&s| s as usize != victim).collect();
+            assert_eq!(seqs, expect, "trial {} bit {}", trial, bit);
+            // A flip in the magic itself hides the frame without a Corrupt event.
+            if bit / 8 >= a + 4 {
+                assert_eq!(corrupt.first(), Some(&(a as u64)), "trial {}", trial);
+            }
+        }
+    }
+
+    #[test]
+    fn dropped_frames_leave_sequence_and_offset_gaps() {
+        let mut rng = Rng(7);
+        let chunks = sample_chunks(&mut rng);
+        let (wire, _, ranges) = build(&chunks, &mut rng);
+        let mut w = wire[..ranges[3].0].to_vec();
+        w.extend_from_slice(&wire[ranges[5].1..]);
+        let (_, frames, corrupt) = split(&scan(&w, 17));
+        assert!(corrupt.is_empty());
+        let seqs: Vec<u32> = frames.iter().map(|f| f.1).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 6, 7, 8, 9, 10]);
+        let lost: u64 = chunks[2..5].iter().map(|c| c.len() as u64).sum();
+        assert_eq!(frames[3].2, frames[2].2 + chunks[1].len() as u64 + lost);
+    }
+
+    #[test]
+    fn truncated_tail_is_corrupt_and_its_bytes_become_text() {
+        let mut rng = Rng(99);
+        let chunks = sample_chunks(&mut rng);
+        let (wire, _, ranges) = build(&chunks, &mut rng);
+        let (a, b) = ranges[4];
+        let cut = a + (b - a) / 2;
+        for step in [1, 100, cut] {
+            let ev = scan(&wire[..cut], step);
+            let (text, frames, corrupt) = split(&ev);
+            assert_eq!(frames.len(), 4);
+            assert_eq!(corrupt, vec![a as u64]);
+            assert!(matches!(ev.last(), Some(ScanEvent::Console(_))));
+            // Every input byte is accounted for: text + frames + the corrupt frame's NUL.
+            let in_frames: usize = ranges[..4].iter().map(|r| r.1 - r.0).sum();
+            assert_eq!(text.len(), cut - in_frames - 1);
+        }
+    }
+
+    #[test]
+    fn live_feed_holds_back_only_a_partial_magic() {
+        let mut s = FrameScanner::new();
+        s.feed(b"booting\n\0L");
+        assert_eq!(s.next_event(), Some(ScanEvent::Console(b"booting\n".to_vec())));
+        assert_eq!(s.next_event(), None);
+        s.feed(b"x");
+        assert_eq!(s.next_event(), Some(ScanEvent::Console(b"\0Lx".to_vec())));
+        // A header waiting for its payload holds output until bytes arrive or input ends.
+        let mut fw = FrameWriter::new(Wire::default(), "i").unwrap();
+        fw.write_chunk(b"abc").unwrap();
+        let w = fw.inner_mut().0.clone();
+        let mut s = FrameScanner::new();
+        s.feed(&w[..w.len() - 1]);
+        assert!(matches!(s.next_event(), Some(ScanEvent::Frame { kind: FrameKind::Start, .. })));
+        assert_eq!(s.next_event(), None);
+        s.feed(&w[w.len() - 1..]);
+        assert!(matches!(s.next_event(), Some(ScanEvent::Frame { kind: FrameKind::Data, .. })));
+        assert_eq!(s.next_event(), None);
+        assert_eq!(s.position(), w.len() as u64);
+    }
+
+    #[test]
+    fn insane_header_is_rejected_without_waiting() {
+        let mut s = FrameScanner::new();
+        let mut junk = Vec::from(&MAGIC[..]);
+        junk.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0]); // len 65535
+        junk.extend_from_slice(&[0; 8]);
+        junk.extend_from_slice(b"text after\n");
+        s.feed(&junk);
+        assert_eq!(s.next_event(), Some(ScanEvent::Corrupt { at: 0 }));
+        let mut text = Vec::new();
+        while let Some(ScanEvent::Console(t)) = s.next_event() {
+            text.extend_from_slice(&t);
+        }
+        assert_eq!(text, junk[1..]); // the NUL is dropped as noise
+    }
+
+    #[test]
+    fn text_is_clipped_at_a_char_boundary() {
+        let long: String = "é".repeat(MAX_TEXT);
+        let c = clip(&long);
+        assert_eq!(c.len(), MAX_TEXT);
+        let odd = alloc::format!("x{}", long);
+        assert_eq!(clip(&odd).len(), MAX_TEXT - 1);
+    }
+}

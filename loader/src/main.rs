@@ -1,0 +1,132 @@
+//! `lifeboat`: the host-side command of the lifeboat kdump capture kernel.
+//!
+//! Exit codes: 0 success (a complete dump), 1 the dump is incomplete, 2 usage or I/O error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use lifeboat_loader::receive::{printable, receive, Progress, ReceiveOptions, ReceiveReport};
+use lifeboat_loader::serial::{baud_rate, InputKind, SerialInput};
+
+#[derive(Parser)]
+#[command(name = "lifeboat", version, about = "lifeboat: a tiny kdump capture kernel, host side")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Rebuild a dump from the capture kernel's serial output (a live device or a saved file).
+    Receive(ReceiveArgs),
+}
+
+#[derive(Args)]
+struct ReceiveArgs {
+    /// Serial device (e.g. /dev/ttyS0), captured file, or `-` for standard input.
+    #[arg(long, value_name = "DEVICE|FILE")]
+    serial: PathBuf,
+    /// Where to write the kdump-compressed dump.
+    #[arg(short = 'o', long = "output", value_name = "DUMP")]
+    output: PathBuf,
+    /// Also write the flattened stream as sent (rebuild with `makedumpfile -R DUMP < FILE`).
+    #[arg(long, value_name = "FILE")]
+    flat: Option<PathBuf>,
+    /// Save the console text to FILE.
+    #[arg(long, value_name = "FILE")]
+    console: Option<PathBuf>,
+    /// Give up on a device or pipe after SECS seconds without input (default: wait for END).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Set a serial device to this speed (default: leave it as configured).
+    #[arg(long, value_name = "RATE")]
+    baud: Option<u32>,
+    /// Do not echo console text to stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Receive(args) => cmd_receive(args),
+    }
+}
+
+fn cmd_receive(args: ReceiveArgs) -> ExitCode {
+    let baud = match args.baud.map(|r| baud_rate(r).ok_or(r)).transpose() {
+        Ok(b) => b,
+        Err(r) => {
+            eprintln!("lifeboat: unsupported --baud {r}; use a standard rate such as 115200");
+            return ExitCode::from(2);
+        }
+    };
+    let timeout = args.timeout.map(Duration::from_secs);
+    let input = match SerialInput::open(&args.serial, timeout, baud) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("lifeboat: cannot open {}: {e}", args.serial.display());
+            return ExitCode::from(2);
+        }
+    };
+    let opts = ReceiveOptions {
+        dump: args.output.clone(),
+        flat: args.flat.clone(),
+        console: args.console.clone(),
+        stop_at_end: input.kind() != InputKind::File,
+    };
+    if input.kind() == InputKind::Tty {
+        eprintln!("lifeboat: listening on {} …", args.serial.display());
+    }
+    let quiet = args.quiet;
+    let report = receive(input, &opts, &mut |p| match p {
+        Progress::Console(line) if !quiet => eprintln!("console| {}", printable(line)),
+        Progress::Console(_) => {}
+        Progress::Start(info) => {
+            eprintln!("lifeboat: capture kernel: {}", printable(info.as_bytes()))
+        }
+        Progress::Problem(msg) => eprintln!("lifeboat: {msg}"),
+        Progress::Corrupt(at) => {
+            eprintln!("lifeboat: corrupt frame at input offset {at:#x} dropped")
+        }
+    });
+    match report {
+        Ok(r) => summarize(&r, &args),
+        Err(e) => {
+            eprintln!("lifeboat: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn summarize(r: &ReceiveReport, args: &ReceiveArgs) -> ExitCode {
+    let dump = if r.dump_written {
+        format!("{} ({} bytes)", args.output.display(), r.dump_bytes)
+    } else {
+        "no dump written".to_string()
+    };
+    println!(
+        "received {} input bytes: {} frames ({} DATA, {} stream bytes), {} corrupt, {} console \
+         lines; {}",
+        r.input_bytes,
+        r.frames,
+        r.data_frames,
+        r.stream_bytes,
+        r.corrupt.len(),
+        r.console_lines,
+        dump
+    );
+    if r.is_complete() {
+        println!("dump complete");
+        ExitCode::SUCCESS
+    } else {
+        if r.marked_incomplete {
+            println!("header status marked DUMP_DH_COMPRESSED_INCOMPLETE");
+        }
+        println!("dump INCOMPLETE: {}", r.problems.join("; "));
+        ExitCode::from(1)
+    }
+}
