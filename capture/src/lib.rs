@@ -13,5 +13,14 @@
 
 extern crate alloc;
 
+pub mod acpi;
+pub mod cmdline;
+pub mod compress;
+pub mod dump;
+pub mod elfcore;
+pub mod flat;
+pub mod frame;
+pub mod kdump;
 pub mod phys;
 pub mod sink;
+pub mod vmcoreinfo;

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     let rest = &args[1..];
     let result = match cmd.as_str() {
         "setup" => setup::ensure_all(),
-        "build" => image::build_x86_64().map(|_| ()),
+        "build" => image::build_x86_64().map(|i| println!("wrote {} and {}", i.bzimage.display(), i.capture_elf.display())),
         "qemu" => qemu(rest),
         "test" => test(),
         "demo" => demo(),

@@ -27,12 +27,16 @@ pub fn halt() -> ! {
     halt_forever()
 }
 
-/// Power off through ACPI when the kernel found the PM1a control port and the S5 sleep type
-/// (see `acpi_s5`); returns if that did not work, so the caller can say so and halt.
-pub fn poweroff(pm1a_cnt: Option<u16>, slp_typa: u16) {
-    if let Some(port) = pm1a_cnt {
-        let value = (slp_typa << 10) | (1 << 13);
-        super::cpu::outw(port, value);
+/// Enter ACPI S5 with the PM1 control ports and sleep types the kernel found in the FADT and
+/// DSDT; returns if that did not work, so the caller can say so and halt.
+pub fn poweroff(pm1a_cnt: u16, pm1b_cnt: Option<u16>, slp_typa: u16, slp_typb: u16) {
+    const SLP_EN: u16 = 1 << 13;
+    if let Some(b) = pm1b_cnt {
+        super::cpu::outw(b, (slp_typb << 10) | SLP_EN);
+    }
+    super::cpu::outw(pm1a_cnt, (slp_typa << 10) | SLP_EN);
+    for _ in 0..10_000_000 {
+        core::hint::spin_loop();
     }
 }
 

@@ -15,9 +15,10 @@ mod oldmem;
 
 use alloc::format;
 use alloc::string::String;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use lifeboat_arch::current as arch;
 use lifeboat_arch::current::bootinfo::BootInfo;
+use lifeboat_capture::acpi;
 use lifeboat_capture::cmdline::{self, Action, CaptureOptions, SinkSpec};
 use lifeboat_capture::dump::{self, DumpObserver, Progress, Verdict};
 use lifeboat_capture::elfcore::{ElfCoreHeader, Limits};
@@ -48,6 +49,10 @@ const EXIT_FAILED: u32 = 2;
 /// What to do at the end, readable from the fatal path (0 = unset).
 static EXIT_PORT: AtomicU32 = AtomicU32::new(0);
 static ACTION: AtomicU8 = AtomicU8::new(0);
+/// ACPI RSDP from the boot protocol (0 = none), for power-off.
+static RSDP: AtomicU64 = AtomicU64::new(0);
+/// Old-memory access, set once our page tables are active.
+static MEM: spin::Once<OldMemory> = spin::Once::new();
 
 extern "C" {
     static __head_start: u8;
@@ -57,15 +62,13 @@ extern "C" {
 }
 
 fn image_layout() -> (u64, u64, u64, u64) {
-    // SAFETY: linker-script symbols; only their addresses are taken.
-    unsafe {
-        (
-            core::ptr::addr_of!(__head_start) as u64,
-            core::ptr::addr_of!(__file_end) as u64,
-            core::ptr::addr_of!(__image_end) as u64,
-            core::ptr::addr_of!(__stack_guard) as u64,
-        )
-    }
+    // Linker-script symbols: only their addresses are taken.
+    (
+        core::ptr::addr_of!(__head_start) as u64,
+        core::ptr::addr_of!(__file_end) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+        core::ptr::addr_of!(__stack_guard) as u64,
+    )
 }
 
 fn action_of(a: Action) -> u8 {
@@ -90,8 +93,17 @@ fn finish(code: u32) -> ! {
         }
         3 => {
             log!("powering off");
-            arch::power::poweroff(None, 0);
-            log!("power-off is not available on this machine yet; halting instead");
+            let found = match MEM.get() {
+                Some(mem) => acpi::find_poweroff(mem, Some(RSDP.load(Ordering::Relaxed)).filter(|&a| a != 0)),
+                None => Err(acpi::AcpiError::NoRsdp),
+            };
+            match found {
+                Ok(p) => {
+                    arch::power::poweroff(p.pm1a_cnt, p.pm1b_cnt, p.slp_typa, p.slp_typb);
+                    log!("ACPI power-off did not take effect; halting instead");
+                }
+                Err(e) => log!("cannot power off ({}); halting instead", e),
+            }
             arch::power::halt()
         }
         _ => {
@@ -199,6 +211,9 @@ extern "C" fn lifeboat_main(protocol: u32, boot_info: u64, image_base: u64) -> !
         }
         Err(e) => fail(format!("cannot build page tables: {}", e)),
     }
+    let max_phys = (1u64 << arch::cpu::phys_addr_bits()).min(arch::paging::IDENTITY_LIMIT);
+    MEM.call_once(|| OldMemory { own, max_phys });
+    RSDP.store(boot.rsdp.unwrap_or(0), Ordering::Relaxed);
     let calibrated = arch::timer::calibrate();
 
     let (opts, warnings) = cmdline::parse(boot.cmdline());
@@ -242,23 +257,26 @@ struct ConsoleProgress {
     last_print: u64,
     ram_total: u64,
     page_size: u64,
+    printed_final: bool,
 }
 
 impl DumpObserver for ConsoleProgress {
     fn progress(&mut self, p: &Progress) {
         let now = arch::timer::now_us();
-        if now.saturating_sub(self.last_print) < 2_000_000 && p.pages_done != p.pages_total {
+        let finished = p.pages_done == p.pages_total;
+        if (now.saturating_sub(self.last_print) < 2_000_000 && !finished) || self.printed_final {
             return;
         }
+        self.printed_final = finished;
         self.last_print = now;
         let done = p.pages_done * self.page_size;
         log!(
-            "{}% {} of {} MiB, {} MB/s, dump {} MiB",
+            "{}% {} of {} MiB, {} MB/s, dump {} MiB so far",
             if p.pages_total == 0 { 100 } else { p.pages_done * 100 / p.pages_total },
             mib(done),
             mib(self.ram_total),
             mbps(done, now.saturating_sub(self.t0)),
-            mib(p.bytes_out)
+            tenths(p.bytes_out, 1 << 20)
         );
     }
 }
@@ -269,20 +287,20 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
             "no elfcorehdr= on the command line: lifeboat runs as a crash kernel, loaded by `kexec -p` or `lifeboat load`",
         ));
     };
-    let max_phys = (1u64 << arch::cpu::phys_addr_bits()).min(arch::paging::IDENTITY_LIMIT);
-    let mem = OldMemory { own, max_phys };
+    let mem = MEM.get().expect("old-memory access is set up before the capture");
+    let max_phys = mem.max_phys;
     let ram = boot.map_lists_all_ram().then(|| {
         boot.regions().iter().filter(|r| r.ram).map(|r| PhysRange { start: r.start, end: r.end }).collect()
     });
     let limits = Limits { max_phys, own: alloc::vec![own], ram, machine: arch::ELF_MACHINE, hdr_size: hdr.size };
-    let core = match ElfCoreHeader::parse(&mem, hdr.addr, &limits) {
+    let core = match ElfCoreHeader::parse(mem, hdr.addr, &limits) {
         Ok(c) => c,
         Err(e) => fail(format!("elfcorehdr at {:#x}: {}", hdr.addr, e)),
     };
     for w in &core.warnings {
         log!("warning: {}", w);
     }
-    let (params, warnings) = dump::dump_params(&core, &mem, arch::MACHINE_NAME);
+    let (params, warnings) = dump::dump_params(&core, mem, arch::MACHINE_NAME);
     for w in &warnings {
         log!("warning: {}", w);
     }
@@ -338,13 +356,13 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
         Ok(f) => f,
         Err(e) => fail(format!("serial sink: {}", e)),
     };
-    let mut observer = ConsoleProgress { t0, last_print: t0, ram_total, page_size: u64::from(params.page_size) };
+    let mut observer = ConsoleProgress { t0, last_print: t0, ram_total, page_size: u64::from(params.page_size), printed_final: false };
     let (summary, flat_result) = {
         let mut flat = match FlatEncoder::new(&mut frames) {
             Ok(f) => f,
             Err(e) => fail(format!("serial sink: {}", e)),
         };
-        let summary = dump::write_kdump(&core, &params, &mem, &mut flat, &mut observer);
+        let summary = dump::write_kdump(&core, &params, mem, &mut flat, &mut observer);
         let flat_result = flat.finish();
         (summary, flat_result)
     };

@@ -1,0 +1,630 @@
+//! The scenarios of `cargo xtask qemu`: what each one boots and what it requires.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::qemu::{self, QemuBoot};
+use crate::synth::{self, Phdr, SynthImage, SynthSpec, META_BASE, PAGE_OFFSET};
+use crate::verify::{self, Expectations};
+use crate::SuiteConfig;
+
+const MIB: u64 = 1 << 20;
+
+/// How the elfcorehdr address is written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmdlineForm {
+    /// `elfcorehdr=0x<hex>` (kexec_file).
+    Hex,
+    /// `elfcorehdr=<n>K` (kexec-tools).
+    KiB,
+    /// `elfcorehdr=0x<size>@0x<addr>`.
+    SizeAt(u64),
+}
+
+impl CmdlineForm {
+    pub fn arg(self, addr: u64) -> String {
+        match self {
+            CmdlineForm::Hex => format!("elfcorehdr={addr:#x}"),
+            CmdlineForm::KiB => {
+                assert_eq!(
+                    addr % 1024,
+                    0,
+                    "the K form needs a 1 KiB aligned elfcorehdr"
+                );
+                format!("elfcorehdr={}K", addr / 1024)
+            }
+            CmdlineForm::SizeAt(size) => format!("elfcorehdr={size:#x}@{addr:#x}"),
+        }
+    }
+}
+
+/// The full kernel command line for an elfcorehdr at `addr`.
+pub fn cmdline(form: CmdlineForm, addr: u64) -> String {
+    format!(
+        "{} lifeboat.exit_port=0xf4 lifeboat.action=halt lifeboat.sink=serial",
+        form.arg(addr)
+    )
+}
+
+/// A broken elfcorehdr and what the kernel must say about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    BadMagic,
+    Truncated,
+    Overlap,
+    OutsideRam,
+    AbsurdSize,
+    TooManyPhdrs,
+}
+
+impl Mutation {
+    /// Case-insensitive fragment the console must contain.
+    pub fn expected_message(self) -> &'static str {
+        match self {
+            Mutation::BadMagic => "no elf header",
+            Mutation::Truncated => "truncated",
+            Mutation::Overlap => "overlaps",
+            Mutation::OutsideRam => "outside ram",
+            Mutation::AbsurdSize => "absurd",
+            Mutation::TooManyPhdrs => "too many program headers",
+        }
+    }
+
+    pub fn spec(self, seed: u64) -> SynthSpec {
+        let mut spec = SynthSpec::new(seed, 8 * MIB);
+        if self == Mutation::Truncated {
+            // 2 CPU notes + VMCOREINFO + text + 80 RAM ranges: 64 + 84 * 56 = 4768 bytes > 4096.
+            spec.ram_ranges = 80;
+        }
+        spec
+    }
+
+    pub fn cmdline_form(self) -> CmdlineForm {
+        match self {
+            Mutation::Truncated => CmdlineForm::SizeAt(0x1000),
+            _ => CmdlineForm::Hex,
+        }
+    }
+
+    /// Break the image's elfcorehdr.
+    pub fn apply(self, image: &mut SynthImage) {
+        let first_ram = image.cpu_notes.len() + usize::from(image.vmcoreinfo_note.is_some()) + 1;
+        let phdrs = &mut image.header.phdrs;
+        let set_range = |p: &mut Phdr, paddr: u64, len: u64| {
+            p.p_paddr = paddr;
+            p.p_offset = paddr;
+            p.p_vaddr = PAGE_OFFSET + paddr;
+            p.p_filesz = len;
+            p.p_memsz = len;
+        };
+        match self {
+            Mutation::BadMagic => image.header.ident_magic = *b"LBOT",
+            Mutation::Truncated => {}
+            Mutation::Overlap => {
+                // RAM range 2 now starts two pages before RAM range 1 ends.
+                let a = phdrs[first_ram + 1];
+                let b = phdrs[first_ram + 2];
+                let start = a.p_paddr + a.p_memsz - 2 * synth::PAGE_SIZE;
+                set_range(
+                    &mut phdrs[first_ram + 2],
+                    start,
+                    b.p_paddr + b.p_memsz - start,
+                );
+            }
+            Mutation::OutsideRam => {
+                let last = phdrs.len() - 1;
+                let len = phdrs[last].p_memsz;
+                set_range(&mut phdrs[last], 8 << 30, len);
+            }
+            Mutation::AbsurdSize => {
+                let p = &mut phdrs[first_ram + 1];
+                p.p_filesz = 1 << 60;
+                p.p_memsz = 1 << 60;
+            }
+            Mutation::TooManyPhdrs => image.header.e_phnum_override = Some(60000),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Kind {
+    /// A dump that must complete and match the synthetic memory byte for byte.
+    Dump {
+        mib: u64,
+        form: CmdlineForm,
+        with_vmcoreinfo: bool,
+        /// A console fragment that must appear (case-insensitive).
+        must_say: Option<&'static str>,
+    },
+    /// A broken elfcorehdr the kernel must refuse.
+    Malformed(Mutation),
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub seed: u64,
+    pub timeout: Duration,
+    pub kind: Kind,
+}
+
+/// Every scenario, in the order they run.
+pub fn all() -> Vec<Scenario> {
+    let dump = |name, seed, secs, mib, form, with_vmcoreinfo, must_say| Scenario {
+        name,
+        seed,
+        timeout: Duration::from_secs(secs),
+        kind: Kind::Dump {
+            mib,
+            form,
+            with_vmcoreinfo,
+            must_say,
+        },
+    };
+    let bad = |name, seed, m| Scenario {
+        name,
+        seed,
+        timeout: Duration::from_secs(60),
+        kind: Kind::Malformed(m),
+    };
+    vec![
+        dump("serial-256m", 0x256, 240, 256, CmdlineForm::Hex, true, None),
+        dump("serial-kform", 0x24, 60, 24, CmdlineForm::KiB, true, None),
+        dump(
+            "missing-vmcoreinfo",
+            0x7,
+            60,
+            16,
+            CmdlineForm::SizeAt(synth::ELFCOREHDR_ROOM),
+            false,
+            Some("no vmcoreinfo"),
+        ),
+        bad("malformed-bad-magic", 1, Mutation::BadMagic),
+        bad("malformed-truncated", 2, Mutation::Truncated),
+        bad("malformed-overlap", 3, Mutation::Overlap),
+        bad("malformed-outside-ram", 4, Mutation::OutsideRam),
+        bad("malformed-absurd-size", 5, Mutation::AbsurdSize),
+        bad("malformed-too-many-phdrs", 6, Mutation::TooManyPhdrs),
+    ]
+}
+
+/// Outcome of one scenario.
+#[derive(Clone, Debug)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub passed: bool,
+    pub seconds: f64,
+    /// Numbers and facts worth printing (also on success).
+    pub details: Vec<String>,
+    /// Why it failed, with the console tail.
+    pub failure: Option<String>,
+}
+
+/// A scenario failure: the reason plus whatever context was gathered.
+struct Failed(String);
+
+impl<T: std::fmt::Display> From<T> for Failed {
+    fn from(s: T) -> Self {
+        Failed(s.to_string())
+    }
+}
+
+pub fn run(s: &Scenario, cfg: &SuiteConfig) -> ScenarioReport {
+    let start = std::time::Instant::now();
+    let dir = cfg.work_dir.join(s.name);
+    let mut details = Vec::new();
+    let mut console = Vec::new();
+    let result = prepare_dir(&dir).and_then(|_| match &s.kind {
+        Kind::Dump { .. } => run_dump(s, cfg, &dir, &mut details, &mut console),
+        Kind::Malformed(m) => run_malformed(s, *m, cfg, &dir, &mut details, &mut console),
+    });
+    let failure = result.err().map(|Failed(reason)| {
+        let mut f = format!("scenario {} failed: {reason}\n", s.name);
+        f.push_str(&format!("  files: {}\n", dir.display()));
+        if console.is_empty() {
+            f.push_str("  no console lines (\"lifeboat: …\") in serial.bin\n");
+        } else {
+            f.push_str(&format!(
+                "  last {} console lines:\n",
+                console.len().min(30)
+            ));
+            f.push_str(&qemu::tail(&console, 30));
+        }
+        if let Ok(err) = std::fs::read_to_string(dir.join("qemu.stderr")) {
+            if !err.trim().is_empty() {
+                f.push_str(&format!(
+                    "  qemu stderr:\n{}",
+                    qemu::tail(&err.lines().map(String::from).collect::<Vec<_>>(), 10)
+                ));
+            }
+        }
+        f
+    });
+    if cfg.verbose && failure.is_none() {
+        details.push(format!(
+            "console ({} lines):\n{}",
+            console.len(),
+            qemu::tail(&console, usize::MAX)
+        ));
+    }
+    ScenarioReport {
+        name: s.name.into(),
+        passed: failure.is_none(),
+        seconds: start.elapsed().as_secs_f64(),
+        details,
+        failure,
+    }
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), Failed> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// Boot QEMU; returns the console lines and the serial size.
+fn boot(
+    s: &Scenario,
+    cfg: &SuiteConfig,
+    dir: &Path,
+    image: &SynthImage,
+    cmdline: &str,
+    console: &mut Vec<String>,
+    details: &mut Vec<String>,
+) -> Result<(qemu::Finished, u64), Failed> {
+    let blobs = image
+        .write_blobs(&dir.join("mem"))
+        .map_err(|e| format!("writing synthetic memory: {e}"))?;
+    let b = QemuBoot {
+        capture_elf: &cfg.capture_elf,
+        dir,
+        cmdline,
+        blobs: &blobs,
+        timeout: s.timeout,
+    };
+    if cfg.verbose {
+        details.push(format!("qemu: {:?}", b.command()));
+    }
+    let fin = b.run()?;
+    let serial = std::fs::read(b.serial_path()).unwrap_or_default();
+    *console = qemu::console_lines(&serial);
+    details.push(format!(
+        "qemu: {} after {:.1} s, {} serial bytes",
+        qemu::describe_qemu_exit(&fin, s.timeout),
+        fin.seconds,
+        serial.len()
+    ));
+    Ok((fin, serial.len() as u64))
+}
+
+fn run_dump(
+    s: &Scenario,
+    cfg: &SuiteConfig,
+    dir: &Path,
+    details: &mut Vec<String>,
+    console: &mut Vec<String>,
+) -> Result<(), Failed> {
+    let Kind::Dump {
+        mib,
+        form,
+        with_vmcoreinfo,
+        must_say,
+    } = s.kind
+    else {
+        unreachable!()
+    };
+    let mut spec = SynthSpec::new(s.seed, mib * MIB);
+    spec.with_vmcoreinfo = with_vmcoreinfo;
+    let image = SynthImage::generate(&spec)?;
+    let cmdline = cmdline(form, image.elfcorehdr_addr);
+    details.push(format!("cmdline: {cmdline}"));
+    details.push(format!(
+        "synthetic memory: {} MiB in {} RAM ranges (+ kernel text view), max pfn {:#x}, phys_base {:#x}",
+        mib,
+        image.ranges.len(),
+        image.max_mapnr() - 1,
+        image.phys_base
+    ));
+    let (fin, serial_bytes) = boot(s, cfg, dir, &image, &cmdline, console, details)?;
+    if fin.timed_out || fin.code() != Some(1) {
+        return Err(format!(
+            "expected QEMU exit status 1 (dump complete), got {}",
+            qemu::describe_qemu_exit(&fin, s.timeout)
+        )
+        .into());
+    }
+    match qemu::verdict(console) {
+        Some("complete") => {}
+        Some(v) => return Err(format!("verdict is {v:?}, expected exactly \"complete\"").into()),
+        None => return Err("no \"lifeboat: verdict: …\" line on the console".into()),
+    }
+    if !console
+        .iter()
+        .any(|l| l.contains('%') && !l.starts_with("lifeboat: verdict:"))
+    {
+        return Err("no progress line with '%' on the console".into());
+    }
+    if let Some(frag) = must_say {
+        if !console.iter().any(|l| l.to_lowercase().contains(&frag.to_lowercase())) {
+            return Err(format!("no console line contains {frag:?}").into());
+        }
+    }
+    let dump = receive_and_rebuild(cfg, dir, details)?;
+
+    let exp = Expectations::for_image(&image);
+    let stats = verify::verify_kdump(&dump, &exp, &image).map_err(|f| f.to_string())?;
+    let ram: u64 = image.ranges.iter().map(|r| r.len).sum();
+    details.push(format!(
+        "dump: {} pages ({} shared zero, {} zlib, {} raw), {} bytes of page data",
+        stats.pages, stats.zero_pages, stats.zlib_pages, stats.raw_pages, stats.page_data_bytes
+    ));
+    details.push(format!(
+        "numbers: RAM covered {:.1} MiB, dump file {:.1} MiB, compression ratio {:.2}, serial {:.1} MiB, QEMU run {:.1} s, kernel says {}",
+        ram as f64 / MIB as f64,
+        stats.file_bytes as f64 / MIB as f64,
+        ram as f64 / stats.file_bytes as f64,
+        serial_bytes as f64 / MIB as f64,
+        fin.seconds,
+        qemu::kernel_throughput(console).unwrap_or_else(|| "no MB/s figure".into())
+    ));
+    details.push(format!(
+        "header: utsname.release {:?}, machine {:?}, timestamp {} s, status {:#x}, notes {:?}",
+        stats.release, stats.machine, stats.timestamp_sec, stats.status, stats.notes
+    ));
+    if !with_vmcoreinfo {
+        details.push(format!(
+            "utsname without VMCOREINFO: release {:?}, machine {:?}",
+            stats.release, stats.machine
+        ));
+    }
+    // The synthetic memory is large and reproducible from the seed: drop it after a pass.
+    let _ = std::fs::remove_dir_all(dir.join("mem"));
+    let _ = std::fs::remove_file(dir.join("vmcore.R"));
+    Ok(())
+}
+
+/// Run `lifeboat receive`, then check the flattened stream with our own reader and with
+/// makedumpfile -R; returns the kdump-compressed file.
+fn receive_and_rebuild(
+    cfg: &SuiteConfig,
+    dir: &Path,
+    details: &mut Vec<String>,
+) -> Result<Vec<u8>, Failed> {
+    let p = |n: &str| dir.join(n);
+    let mut c = Command::new(&cfg.lifeboat_bin);
+    c.arg("receive")
+        .arg("--serial")
+        .arg(p("serial.bin"))
+        .arg("-o")
+        .arg(p("vmcore"))
+        .arg("--flat")
+        .arg(p("vmcore.flat"))
+        .arg("--console")
+        .arg(p("console.txt"));
+    let fin = qemu::run_with_timeout(
+        c,
+        None,
+        &p("receive.stdout"),
+        &p("receive.stderr"),
+        Duration::from_secs(300),
+    )?;
+    let stderr = std::fs::read_to_string(p("receive.stderr")).unwrap_or_default();
+    if fin.timed_out || fin.code() != Some(0) {
+        return Err(format!(
+            "`lifeboat receive` {} (expected exit 0 = complete); its stderr:\n{}",
+            if fin.timed_out {
+                "timed out".to_string()
+            } else {
+                format!("exited {:?}", fin.code())
+            },
+            qemu::tail(&stderr.lines().map(String::from).collect::<Vec<_>>(), 15)
+        )
+        .into());
+    }
+    let received_console = std::fs::read_to_string(p("console.txt"))
+        .map_err(|e| format!("receive wrote no console.txt: {e}"))?;
+    if !received_console
+        .lines()
+        .any(|l| l.trim_end() == "lifeboat: verdict: complete")
+    {
+        return Err("console.txt from `lifeboat receive` lacks the verdict line".into());
+    }
+    let vmcore = std::fs::read(p("vmcore")).map_err(|e| format!("receive wrote no vmcore: {e}"))?;
+    let flat = std::fs::read(p("vmcore.flat"))
+        .map_err(|e| format!("receive wrote no vmcore.flat: {e}"))?;
+    let (ours, sum) = crate::flat::rebuild(&flat).map_err(|e| format!("vmcore.flat: {e}"))?;
+    if ours != vmcore {
+        return Err(first_difference(
+            "vmcore.flat rebuilt by qemu-tests",
+            &ours,
+            "vmcore from `lifeboat receive`",
+            &vmcore,
+        )
+        .into());
+    }
+    details.push(format!(
+        "flattened: {} records, {} payload bytes, {} bytes of stream",
+        sum.records,
+        sum.payload_bytes,
+        flat.len()
+    ));
+
+    let out = p("vmcore.R");
+    let _ = std::fs::remove_file(&out);
+    let mut c = Command::new(qemu::makedumpfile_binary());
+    c.arg("-R").arg(&out);
+    let fin = qemu::run_with_timeout(
+        c,
+        Some(&p("vmcore.flat")),
+        &p("makedumpfile.stdout"),
+        &p("makedumpfile.stderr"),
+        Duration::from_secs(300),
+    )?;
+    if fin.timed_out || fin.code() != Some(0) {
+        let err = std::fs::read_to_string(p("makedumpfile.stderr")).unwrap_or_default();
+        return Err(format!(
+            "`makedumpfile -R` failed ({:?}): {}",
+            fin.code(),
+            err.trim()
+        )
+        .into());
+    }
+    let theirs = std::fs::read(&out).map_err(|e| format!("makedumpfile -R wrote no file: {e}"))?;
+    if theirs != vmcore {
+        return Err(first_difference(
+            "makedumpfile -R output",
+            &theirs,
+            "vmcore from `lifeboat receive`",
+            &vmcore,
+        )
+        .into());
+    }
+    Ok(vmcore)
+}
+
+pub fn first_difference(an: &str, a: &[u8], bn: &str, b: &[u8]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!(
+            "{an} and {bn} differ first at byte {i:#x} ({} vs {} bytes long)",
+            a.len(),
+            b.len()
+        ),
+        None => format!(
+            "{an} is {} bytes, {bn} is {} bytes (one is a prefix of the other)",
+            a.len(),
+            b.len()
+        ),
+    }
+}
+
+fn run_malformed(
+    s: &Scenario,
+    m: Mutation,
+    cfg: &SuiteConfig,
+    dir: &Path,
+    details: &mut Vec<String>,
+    console: &mut Vec<String>,
+) -> Result<(), Failed> {
+    let mut image = SynthImage::generate(&m.spec(s.seed))?;
+    m.apply(&mut image);
+    let cmdline = cmdline(m.cmdline_form(), META_BASE);
+    details.push(format!("cmdline: {cmdline}"));
+    let (fin, _) = boot(s, cfg, dir, &image, &cmdline, console, details)?;
+    if fin.timed_out || fin.code() != Some(5) {
+        return Err(format!(
+            "expected QEMU exit status 5 (failed before dumping), got {}",
+            qemu::describe_qemu_exit(&fin, s.timeout)
+        )
+        .into());
+    }
+    let frag = m.expected_message();
+    if !console.iter().any(|l| l.to_lowercase().contains(&frag.to_lowercase())) {
+        return Err(format!("no console line contains {frag:?}").into());
+    }
+    match qemu::verdict(console) {
+        Some(v) if v.starts_with("failed") => {}
+        Some(v) => return Err(format!("verdict is {v:?}, expected \"failed: …\"").into()),
+        None => return Err("no \"lifeboat: verdict: …\" line on the console".into()),
+    }
+    let _ = std::fs::remove_dir_all(dir.join("mem"));
+    Ok(())
+}
+
+/// Names of all scenarios.
+pub fn names() -> Vec<&'static str> {
+    all().iter().map(|s| s.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{ELFCOREHDR_ROOM, GUEST_RAM_BYTES, PT_LOAD};
+
+    #[test]
+    fn cmdline_forms() {
+        assert_eq!(CmdlineForm::Hex.arg(0x1000000), "elfcorehdr=0x1000000");
+        assert_eq!(CmdlineForm::KiB.arg(0x1000000), "elfcorehdr=16384K");
+        assert_eq!(
+            CmdlineForm::SizeAt(0x1000).arg(0x1000000),
+            "elfcorehdr=0x1000@0x1000000"
+        );
+        assert!(cmdline(CmdlineForm::Hex, 0x1000000)
+            .ends_with("lifeboat.exit_port=0xf4 lifeboat.action=halt lifeboat.sink=serial"));
+    }
+
+    #[test]
+    fn scenario_names_are_unique_and_sizes_fit() {
+        let mut n = names();
+        n.sort();
+        n.dedup();
+        assert_eq!(n.len(), all().len());
+        for s in all() {
+            if let Kind::Dump {
+                mib,
+                with_vmcoreinfo,
+                ..
+            } = s.kind
+            {
+                let mut spec = SynthSpec::new(s.seed, mib * MIB);
+                spec.with_vmcoreinfo = with_vmcoreinfo;
+                let im = SynthImage::generate(&spec).unwrap();
+                assert!(im.ranges.iter().all(|r| r.sources().end <= GUEST_RAM_BYTES));
+                assert_eq!(im.vmcoreinfo.is_some(), with_vmcoreinfo);
+            }
+        }
+    }
+
+    fn ram_phdrs(im: &SynthImage) -> Vec<Phdr> {
+        let first_ram = im.cpu_notes.len() + usize::from(im.vmcoreinfo_note.is_some()) + 1;
+        im.header.phdrs[first_ram..].to_vec()
+    }
+
+    #[test]
+    fn mutations_break_what_they_claim() {
+        for m in [
+            Mutation::BadMagic,
+            Mutation::Truncated,
+            Mutation::Overlap,
+            Mutation::OutsideRam,
+            Mutation::AbsurdSize,
+            Mutation::TooManyPhdrs,
+        ] {
+            let mut im = SynthImage::generate(&m.spec(9)).unwrap();
+            let before = ram_phdrs(&im);
+            m.apply(&mut im);
+            let after = ram_phdrs(&im);
+            let h = im.elfcorehdr_bytes();
+            assert!(h.len() as u64 <= ELFCOREHDR_ROOM);
+            match m {
+                Mutation::BadMagic => assert_ne!(&h[..4], b"\x7fELF"),
+                Mutation::Truncated => {
+                    assert!(h.len() > 0x1000, "{} bytes", h.len());
+                    assert_eq!(m.cmdline_form(), CmdlineForm::SizeAt(0x1000));
+                }
+                Mutation::Overlap => {
+                    let (a, b) = (after[1], after[2]);
+                    assert!(b.p_paddr < a.p_paddr + a.p_memsz && a.p_paddr < b.p_paddr);
+                    assert_eq!(b.p_paddr + b.p_memsz, before[2].p_paddr + before[2].p_memsz);
+                    assert!(
+                        after
+                            .iter()
+                            .all(|p| p.p_type == PT_LOAD
+                                && p.p_offset + p.p_filesz <= GUEST_RAM_BYTES)
+                    );
+                }
+                Mutation::OutsideRam => assert_eq!(after.last().unwrap().p_offset, 8 << 30),
+                Mutation::AbsurdSize => assert_eq!(after[1].p_filesz, 1 << 60),
+                Mutation::TooManyPhdrs => assert_eq!(u16::from_le_bytes([h[56], h[57]]), 60000),
+            }
+            if m != Mutation::TooManyPhdrs && m != Mutation::Truncated {
+                assert_eq!(
+                    u16::from_le_bytes([h[56], h[57]]) as usize,
+                    im.header.phdrs.len()
+                );
+            }
+        }
+    }
+}

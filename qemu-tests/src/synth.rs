@@ -1,0 +1,921 @@
+//! Synthetic "crashed kernel" memory for the QEMU tests.
+//!
+//! From a seed and a size this module lays out what a crashed x86_64 Linux would have left for
+//! its capture kernel (reference: kdump-formats-and-boot-protocols.md §3.1, §6):
+//!
+//! - RAM ranges (PT_LOADs with `p_vaddr = PAGE_OFFSET + p_paddr`, `p_offset = p_paddr`) with
+//!   holes between them, the first one starting and ending off a 2 MiB boundary;
+//! - a kexec-tools style **backup range**: `p_paddr = 0`, 640 KiB, `p_offset` = a copy placed
+//!   elsewhere (the dump must show the copy's data at pfns 0..160);
+//! - a kernel-text PT_LOAD (`p_vaddr = 0xffffffff81000000 + KASLR offset`) that is a second view
+//!   of part of one RAM range;
+//! - one PRSTATUS note per CPU, each in its own buffer whose PT_NOTE `p_filesz` overstates the
+//!   note (a zero Nhdr follows it), and a VMCOREINFO note;
+//! - a real `struct new_utsname` at `SYMBOL(init_uts_ns) + OFFSET(uts_namespace.name)`.
+//!
+//! Page contents are a pure function of (seed, source physical address), so the verifier can
+//! regenerate the expected content of any page without keeping a copy of the memory.
+//!
+//! Guest physical layout (everything synthetic sits at or above 16 MiB, below the 512 MiB of
+//! guest RAM; the capture kernel owns everything below 16 MiB):
+//!
+//! | address | content |
+//! |---|---|
+//! | 16 MiB (`META_BASE`) | elfcorehdr (≤ 64 KiB), then the note buffers |
+//! | 17 MiB (`BACKUP_COPY`) | the 640 KiB backup copy of old pfns 0..160 |
+//! | 18 MiB + 12 KiB … | the RAM ranges and their holes |
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::prng::SplitMix64;
+
+pub const PAGE_SIZE: u64 = 4096;
+const PAGE: usize = PAGE_SIZE as usize;
+const MIB: u64 = 1 << 20;
+
+/// RAM of the QEMU guest (`-m 512M`).
+pub const GUEST_RAM_BYTES: u64 = 512 * MIB;
+/// Lowest guest address synthetic data may use; below belongs to the capture kernel.
+pub const SYNTH_FLOOR: u64 = 16 * MIB;
+/// Where the elfcorehdr is placed (1 KiB aligned, so the `elfcorehdr=<n>K` form works too).
+pub const META_BASE: u64 = SYNTH_FLOOR;
+/// Room for the elfcorehdr before the note buffers.
+pub const ELFCOREHDR_ROOM: u64 = 0x10000;
+/// Where the first note buffer goes; one 4 KiB slot per buffer.
+pub const NOTES_BASE: u64 = META_BASE + ELFCOREHDR_ROOM;
+/// Where the backup copy of the first 640 KiB lives.
+pub const BACKUP_COPY: u64 = 17 * MIB;
+/// Size of the kexec-tools x86 backup region (pfns 0..160).
+pub const BACKUP_SIZE: u64 = 0xa0000;
+/// First address used for RAM ranges.
+pub const RAM_BASE: u64 = 18 * MIB;
+
+/// x86_64 direct-map base (no KASLR of the direct map here).
+pub const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+/// x86_64 `__START_KERNEL_map`.
+pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+/// Unrandomised x86_64 `_text`.
+pub const DEFAULT_TEXT_VADDR: u64 = 0xffff_ffff_8100_0000;
+
+pub const OSRELEASE: &str = "6.1.0-lifeboat-synthetic";
+pub const UTS_SYSNAME: &str = "Linux";
+pub const UTS_NODENAME: &str = "synthhost";
+pub const UTS_VERSION: &str = "#1 SMP PREEMPT_DYNAMIC Thu Jan  1 00:00:00 UTC 2026";
+pub const UTS_MACHINE: &str = "x86_64";
+pub const UTS_DOMAINNAME: &str = "(none)";
+/// `sizeof(struct new_utsname)`: six `char[65]`.
+pub const UTSNAME_SIZE: usize = 6 * 65;
+/// `OFFSET(uts_namespace.name)` (after `struct kref`).
+pub const UTS_NAMESPACE_NAME_OFFSET: u64 = 4;
+
+/// `sizeof(struct elf_prstatus)` on x86_64.
+pub const PRSTATUS_SIZE: usize = 336;
+/// Offset of `pr_reg` in x86_64 `struct elf_prstatus`.
+pub const PRSTATUS_REG_OFFSET: usize = 112;
+/// Offset of `pr_pid`.
+pub const PRSTATUS_PID_OFFSET: usize = 32;
+/// Number of registers in x86_64 `struct user_regs_struct`.
+pub const PRSTATUS_NREGS: usize = 27;
+/// Every page of synthetic content starts with `source address ^ STAMP_MAGIC` unless it is a
+/// zero page, so a misplaced page can be traced back to where it came from.
+pub const STAMP_MAGIC: u64 = 0x5354_414d_5000_0000;
+
+/// ELF constants (ELF64 gABI, `include/uapi/linux/elf.h`).
+pub const PT_LOAD: u32 = 1;
+pub const PT_NOTE: u32 = 4;
+pub const ET_CORE: u16 = 4;
+pub const EM_X86_64: u16 = 62;
+pub const NT_PRSTATUS: u32 = 1;
+const ELF64_EHDR_SIZE: usize = 64;
+const ELF64_PHDR_SIZE: usize = 56;
+
+/// Size of each per-CPU note buffer as announced by its PT_NOTE (overstated, like the kernel's
+/// `note_buf_t`).
+pub const CPU_NOTE_BUF_SIZE: u64 = 0x400;
+/// Size announced for the VMCOREINFO PT_NOTE (overstated, like `VMCOREINFO_NOTE_SIZE`).
+pub const VMCOREINFO_NOTE_BUF_SIZE: u64 = 0x1000;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct SynthSpec {
+    pub seed: u64,
+    /// Bytes of RAM covered by the RAM PT_LOADs, including the 640 KiB backup range.
+    pub ram_bytes: u64,
+    /// Number of RAM PT_LOADs including the backup range (≥ 3).
+    pub ram_ranges: usize,
+    /// Number of CPUs (one PRSTATUS note each).
+    pub cpus: usize,
+    /// Whether the elfcorehdr carries a VMCOREINFO PT_NOTE.
+    pub with_vmcoreinfo: bool,
+}
+
+impl SynthSpec {
+    /// The usual shape: 2 CPUs, VMCOREINFO, 5–8 RAM ranges chosen by the seed.
+    pub fn new(seed: u64, ram_bytes: u64) -> Self {
+        let ram_ranges = SplitMix64::for_key(seed, 0xc047).range(5, 8) as usize;
+        Self {
+            seed,
+            ram_bytes,
+            ram_ranges,
+            cpus: 2,
+            with_vmcoreinfo: true,
+        }
+    }
+}
+
+/// One RAM PT_LOAD: `len` bytes of old physical memory at `paddr`, whose content is read from
+/// `source` (the PT_LOAD's `p_offset`, a physical address in kexec's convention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamRange {
+    pub paddr: u64,
+    pub len: u64,
+    pub source: u64,
+}
+
+impl RamRange {
+    pub fn end(&self) -> u64 {
+        self.paddr + self.len
+    }
+    pub fn pfns(&self) -> Range<u64> {
+        self.paddr / PAGE_SIZE..self.end() / PAGE_SIZE
+    }
+    pub fn sources(&self) -> Range<u64> {
+        self.source..self.source + self.len
+    }
+}
+
+/// An ELF64 program header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Phdr {
+    pub p_type: u32,
+    pub p_flags: u32,
+    pub p_offset: u64,
+    pub p_vaddr: u64,
+    pub p_paddr: u64,
+    pub p_filesz: u64,
+    pub p_memsz: u64,
+    pub p_align: u64,
+}
+
+impl Phdr {
+    fn load(paddr: u64, vaddr: u64, source: u64, len: u64) -> Self {
+        Phdr {
+            p_type: PT_LOAD,
+            p_flags: 7,
+            p_offset: source,
+            p_vaddr: vaddr,
+            p_paddr: paddr,
+            p_filesz: len,
+            p_memsz: len,
+            p_align: 0,
+        }
+    }
+    fn note(addr: u64, len: u64) -> Self {
+        Phdr {
+            p_type: PT_NOTE,
+            p_flags: 0,
+            p_offset: addr,
+            p_vaddr: 0,
+            p_paddr: addr,
+            p_filesz: len,
+            p_memsz: len,
+            p_align: 0,
+        }
+    }
+}
+
+/// The ELF core header as bytes: header fields that tests may corrupt plus the phdr table.
+#[derive(Clone, Debug)]
+pub struct ElfCoreHeader {
+    pub ident_magic: [u8; 4],
+    /// `None`: the real number of phdrs.
+    pub e_phnum_override: Option<u16>,
+    pub phdrs: Vec<Phdr>,
+}
+
+impl ElfCoreHeader {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(ELF64_EHDR_SIZE + self.phdrs.len() * ELF64_PHDR_SIZE);
+        b.extend_from_slice(&self.ident_magic);
+        b.extend_from_slice(&[2, 1, 1, 0]); // ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_NONE
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&ET_CORE.to_le_bytes());
+        b.extend_from_slice(&EM_X86_64.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes()); // e_version
+        b.extend_from_slice(&0u64.to_le_bytes()); // e_entry
+        b.extend_from_slice(&(ELF64_EHDR_SIZE as u64).to_le_bytes()); // e_phoff
+        b.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+        b.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+        b.extend_from_slice(&(ELF64_EHDR_SIZE as u16).to_le_bytes());
+        b.extend_from_slice(&(ELF64_PHDR_SIZE as u16).to_le_bytes());
+        let phnum = self.e_phnum_override.unwrap_or(self.phdrs.len() as u16);
+        b.extend_from_slice(&phnum.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes()); // e_shentsize
+        b.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
+        b.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+        debug_assert_eq!(b.len(), ELF64_EHDR_SIZE);
+        for p in &self.phdrs {
+            b.extend_from_slice(&p.p_type.to_le_bytes());
+            b.extend_from_slice(&p.p_flags.to_le_bytes());
+            for v in [
+                p.p_offset, p.p_vaddr, p.p_paddr, p.p_filesz, p.p_memsz, p.p_align,
+            ] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        b
+    }
+}
+
+/// A buffer of ELF notes placed in guest memory.
+#[derive(Clone, Debug)]
+pub struct NoteBuffer {
+    pub addr: u64,
+    /// The bytes really written (the note plus a zero Nhdr).
+    pub bytes: Vec<u8>,
+}
+
+/// A file for QEMU's `-device loader,file=…,addr=…,force-raw=on`.
+#[derive(Clone, Debug)]
+pub struct LoaderBlob {
+    pub path: PathBuf,
+    pub addr: u64,
+    pub len: u64,
+}
+
+/// Everything generated from a [`SynthSpec`].
+#[derive(Clone, Debug)]
+pub struct SynthImage {
+    pub spec: SynthSpec,
+    /// RAM PT_LOADs sorted by `paddr`; the backup range (paddr 0) first.
+    pub ranges: Vec<RamRange>,
+    /// Kernel text: physical start, length, virtual start.
+    pub text_paddr: u64,
+    pub text_len: u64,
+    pub text_vaddr: u64,
+    pub phys_base: u64,
+    pub kernel_offset: u64,
+    pub init_uts_ns_vaddr: u64,
+    /// Physical address of the `struct new_utsname` (in a RAM range's source).
+    pub utsname_paddr: u64,
+    pub crash_time: u64,
+    pub elfcorehdr_addr: u64,
+    pub header: ElfCoreHeader,
+    pub cpu_notes: Vec<NoteBuffer>,
+    pub vmcoreinfo_note: Option<NoteBuffer>,
+    /// VMCOREINFO text (the note descriptor), if any.
+    pub vmcoreinfo: Option<String>,
+    /// The PRSTATUS descriptor of each CPU, in CPU order.
+    pub prstatus: Vec<Vec<u8>>,
+    /// Pages whose content is not the generated one (keyed by source page address).
+    overlays: BTreeMap<u64, Vec<u8>>,
+}
+
+/// Errors from [`SynthImage::generate`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum SynthError {
+    /// The spec asks for fewer than 3 ranges, or ranges too small to hold the kernel text.
+    BadShape(String),
+    /// The ranges do not fit into guest RAM above `RAM_BASE`.
+    DoesNotFit { needed_end: u64 },
+}
+
+impl std::fmt::Display for SynthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SynthError::BadShape(s) => write!(f, "bad synthetic memory shape: {s}"),
+            SynthError::DoesNotFit { needed_end } => write!(
+                f,
+                "synthetic memory would end at {needed_end:#x}, beyond the {GUEST_RAM_BYTES:#x} bytes of guest RAM; ask for less"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SynthError {}
+
+impl SynthImage {
+    pub fn generate(spec: &SynthSpec) -> Result<Self, SynthError> {
+        let ranges = layout_ranges(spec)?;
+        let mut rng = SplitMix64::for_key(spec.seed, 0x7e47);
+
+        // Kernel text: half of the largest non-backup range, 2 MiB aligned when it fits.
+        let big = *ranges[1..]
+            .iter()
+            .max_by_key(|r| r.len)
+            .expect("at least one RAM range");
+        let text_len = ((big.len / 2) / PAGE_SIZE * PAGE_SIZE).min(16 * MIB);
+        if text_len < 8 * PAGE_SIZE {
+            return Err(SynthError::BadShape(
+                "largest RAM range is below 16 pages".into(),
+            ));
+        }
+        let aligned = big.paddr.next_multiple_of(2 * MIB);
+        let text_paddr = if aligned + text_len <= big.end() {
+            aligned
+        } else {
+            big.paddr
+        };
+        let kaslr = 2 * MIB * rng.range(0, 7);
+        let kernel_offset = kaslr.min((text_paddr - 0x100_0000) / (2 * MIB) * (2 * MIB));
+        let text_vaddr = DEFAULT_TEXT_VADDR + kernel_offset;
+        // pa = va - __START_KERNEL_map + phys_base, for va = _text.
+        let phys_base = text_paddr - (text_vaddr - START_KERNEL_MAP);
+
+        // init_uts_ns in the middle of the text range, the utsname crossing a page boundary.
+        let init_uts_ns_paddr = text_paddr + (text_len / 2) / PAGE_SIZE * PAGE_SIZE + 0xefc;
+        let utsname_paddr = init_uts_ns_paddr + UTS_NAMESPACE_NAME_OFFSET;
+        let init_uts_ns_vaddr = init_uts_ns_paddr - text_paddr + text_vaddr;
+        let crash_time = 1_767_225_600 + spec.seed % 100_000;
+
+        let mut image = SynthImage {
+            spec: spec.clone(),
+            ranges,
+            text_paddr,
+            text_len,
+            text_vaddr,
+            phys_base,
+            kernel_offset,
+            init_uts_ns_vaddr,
+            utsname_paddr,
+            crash_time,
+            elfcorehdr_addr: META_BASE,
+            header: ElfCoreHeader {
+                ident_magic: *b"\x7fELF",
+                e_phnum_override: None,
+                phdrs: vec![],
+            },
+            cpu_notes: vec![],
+            vmcoreinfo_note: None,
+            vmcoreinfo: None,
+            prstatus: vec![],
+            overlays: BTreeMap::new(),
+        };
+        image.put_bytes(utsname_paddr, &utsname_bytes());
+
+        let mut phdrs = Vec::new();
+        let mut slot = NOTES_BASE;
+        for cpu in 0..spec.cpus {
+            let desc = prstatus_desc(cpu, text_vaddr);
+            let mut bytes = elf_note("CORE", NT_PRSTATUS, &desc);
+            bytes.extend_from_slice(&[0; 12]); // final_note(): an empty Nhdr
+            assert!(bytes.len() as u64 <= CPU_NOTE_BUF_SIZE);
+            phdrs.push(Phdr::note(slot, CPU_NOTE_BUF_SIZE));
+            image.cpu_notes.push(NoteBuffer { addr: slot, bytes });
+            image.prstatus.push(desc.to_vec());
+            slot += PAGE_SIZE;
+        }
+        if spec.with_vmcoreinfo {
+            let text = image.vmcoreinfo_text();
+            let mut bytes = elf_note("VMCOREINFO", 0, text.as_bytes());
+            bytes.extend_from_slice(&[0; 12]);
+            assert!(bytes.len() as u64 <= VMCOREINFO_NOTE_BUF_SIZE);
+            phdrs.push(Phdr::note(slot, VMCOREINFO_NOTE_BUF_SIZE));
+            image.vmcoreinfo_note = Some(NoteBuffer { addr: slot, bytes });
+            image.vmcoreinfo = Some(text);
+            slot += VMCOREINFO_NOTE_BUF_SIZE;
+        }
+        assert!(slot <= BACKUP_COPY);
+        phdrs.push(Phdr::load(text_paddr, text_vaddr, text_paddr, text_len));
+        for r in &image.ranges {
+            phdrs.push(Phdr::load(r.paddr, PAGE_OFFSET + r.paddr, r.source, r.len));
+        }
+        image.header.phdrs = phdrs;
+        Ok(image)
+    }
+
+    fn vmcoreinfo_text(&self) -> String {
+        format!(
+            "OSRELEASE={OSRELEASE}\n\
+             PAGESIZE={PAGE_SIZE}\n\
+             SYMBOL(init_uts_ns)={:x}\n\
+             OFFSET(uts_namespace.name)={UTS_NAMESPACE_NAME_OFFSET}\n\
+             SYMBOL(_stext)={:x}\n\
+             NUMBER(phys_base)={}\n\
+             NUMBER(pgtable_l5_enabled)=0\n\
+             KERNELOFFSET={:x}\n\
+             CRASHTIME={}\n",
+            self.init_uts_ns_vaddr,
+            self.text_vaddr,
+            self.phys_base,
+            self.kernel_offset,
+            self.crash_time
+        )
+    }
+
+    /// Overwrite bytes of old memory at source physical address `addr`.
+    fn put_bytes(&mut self, addr: u64, bytes: &[u8]) {
+        let mut done = 0;
+        while done < bytes.len() {
+            let a = addr + done as u64;
+            let page = a / PAGE_SIZE * PAGE_SIZE;
+            let off = (a - page) as usize;
+            let n = (PAGE - off).min(bytes.len() - done);
+            let seed = self.spec.seed;
+            let buf = self.overlays.entry(page).or_insert_with(|| {
+                let mut p = vec![0; PAGE];
+                fill_page(seed, page, (&mut p[..]).try_into().unwrap());
+                p
+            });
+            buf[off..off + n].copy_from_slice(&bytes[done..done + n]);
+            done += n;
+        }
+    }
+
+    /// Content of old memory at the page-aligned source physical address `src`.
+    pub fn source_page(&self, src: u64, out: &mut [u8; PAGE]) {
+        match self.overlays.get(&src) {
+            Some(p) => out.copy_from_slice(p),
+            None => fill_page(self.spec.seed, src, out),
+        }
+    }
+
+    /// The RAM range holding pfn `pfn` (by `p_paddr`).
+    pub fn range_of_pfn(&self, pfn: u64) -> Option<&RamRange> {
+        let pa = pfn.checked_mul(PAGE_SIZE)?;
+        let i = self.ranges.partition_point(|r| r.end() <= pa);
+        self.ranges.get(i).filter(|r| r.paddr <= pa)
+    }
+
+    /// Content the dump must show for `pfn`, or `false` if the pfn is not in any RAM range.
+    pub fn dump_page(&self, pfn: u64, out: &mut [u8; PAGE]) -> bool {
+        match self.range_of_pfn(pfn) {
+            Some(r) => {
+                self.source_page(r.source + pfn * PAGE_SIZE - r.paddr, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Highest pfn in any RAM range, plus one (`max_mapnr`).
+    pub fn max_mapnr(&self) -> u64 {
+        self.ranges
+            .iter()
+            .map(|r| r.end() / PAGE_SIZE)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn ram_pfn_ranges(&self) -> Vec<Range<u64>> {
+        self.ranges.iter().map(|r| r.pfns()).collect()
+    }
+
+    pub fn elfcorehdr_bytes(&self) -> Vec<u8> {
+        self.header.to_bytes()
+    }
+
+    /// Write every blob under `dir` and return them for `-device loader`.
+    pub fn write_blobs(&self, dir: &Path) -> io::Result<Vec<LoaderBlob>> {
+        std::fs::create_dir_all(dir)?;
+        let mut blobs = Vec::new();
+
+        // elfcorehdr and note buffers: one file from META_BASE.
+        let hdr = self.elfcorehdr_bytes();
+        let mut meta = hdr.clone();
+        if meta.len() as u64 > ELFCOREHDR_ROOM {
+            return Err(io::Error::other(format!(
+                "elfcorehdr of {} bytes does not fit its room",
+                meta.len()
+            )));
+        }
+        for nb in self.cpu_notes.iter().chain(self.vmcoreinfo_note.iter()) {
+            let off = (nb.addr - META_BASE) as usize;
+            if meta.len() < off + nb.bytes.len() {
+                meta.resize(off + nb.bytes.len(), 0);
+            }
+            meta[off..off + nb.bytes.len()].copy_from_slice(&nb.bytes);
+        }
+        let path = dir.join("meta.bin");
+        std::fs::write(&path, &meta)?;
+        blobs.push(LoaderBlob {
+            path,
+            addr: META_BASE,
+            len: meta.len() as u64,
+        });
+
+        for (i, r) in self.ranges.iter().enumerate() {
+            let path = dir.join(format!("ram{i}-{:x}.bin", r.source));
+            let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+            let mut page = [0u8; PAGE];
+            for src in r.sources().step_by(PAGE) {
+                self.source_page(src, &mut page);
+                w.write_all(&page)?;
+            }
+            w.flush()?;
+            blobs.push(LoaderBlob {
+                path,
+                addr: r.source,
+                len: r.len,
+            });
+        }
+        Ok(blobs)
+    }
+}
+
+/// Lay out the RAM ranges: the backup range first, then `ram_ranges - 1` ranges from RAM_BASE.
+fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
+    if spec.ram_ranges < 3 {
+        return Err(SynthError::BadShape(format!(
+            "{} RAM ranges; need at least 3",
+            spec.ram_ranges
+        )));
+    }
+    let k = spec.ram_ranges - 1;
+    let min_pages = 16u64;
+    let total_pages = spec.ram_bytes.saturating_sub(BACKUP_SIZE) / PAGE_SIZE;
+    if total_pages < k as u64 * min_pages {
+        return Err(SynthError::BadShape(format!(
+            "{} bytes is too little for {k} ranges of at least {min_pages} pages",
+            spec.ram_bytes
+        )));
+    }
+    let mut rng = SplitMix64::for_key(spec.seed, 0x1a70);
+    let weights: Vec<u64> = (0..k).map(|_| rng.range(1, 100)).collect();
+    let sum: u64 = weights.iter().sum();
+    let spare = total_pages - k as u64 * min_pages;
+    let mut sizes: Vec<u64> = weights
+        .iter()
+        .map(|w| min_pages + spare * w / sum)
+        .collect();
+    let assigned: u64 = sizes.iter().sum();
+    sizes[k - 1] += total_pages - assigned;
+
+    // The first range starts 3 pages past a 2 MiB boundary; make sure it also ends off one.
+    let first_start = RAM_BASE + 3 * PAGE_SIZE;
+    if (first_start + sizes[0] * PAGE_SIZE).is_multiple_of(2 * MIB) {
+        sizes[0] -= 1;
+        sizes[1] += 1;
+    }
+
+    let mut ranges = vec![RamRange {
+        paddr: 0,
+        len: BACKUP_SIZE,
+        source: BACKUP_COPY,
+    }];
+    let mut cursor = first_start;
+    for (i, &pages) in sizes.iter().enumerate() {
+        if i > 0 {
+            cursor += rng.range(1, 256) * PAGE_SIZE; // a hole of up to 1 MiB
+        }
+        ranges.push(RamRange {
+            paddr: cursor,
+            len: pages * PAGE_SIZE,
+            source: cursor,
+        });
+        cursor += pages * PAGE_SIZE;
+    }
+    if cursor > GUEST_RAM_BYTES {
+        return Err(SynthError::DoesNotFit { needed_end: cursor });
+    }
+    Ok(ranges)
+}
+
+/// What kind of content a generated page has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageKind {
+    Zero,
+    Random,
+    Text,
+    Pattern,
+    Sparse,
+}
+
+/// The kind of the generated page at source address `src` (about 50% zero, 15% random,
+/// 35% compressible).
+pub fn page_kind(seed: u64, src: u64) -> PageKind {
+    let mut g = SplitMix64::for_key(seed, src / PAGE_SIZE);
+    match g.below(100) {
+        0..50 => PageKind::Zero,
+        50..65 => PageKind::Random,
+        _ => match g.below(3) {
+            0 => PageKind::Text,
+            1 => PageKind::Pattern,
+            _ => PageKind::Sparse,
+        },
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the", "kernel", "page", "crash", "dump", "memory", "lifeboat", "capture", "struct", "task",
+    "0x", "ffff888", "init", "vmcore", "kexec", "zone", "slab", "return", "static", "void", "irq",
+    "lock", "sched", "\n", "\t", "=", "NULL", "if", "else", "cpu",
+];
+
+/// Generate the content of the page at source address `src` from the seed.
+pub fn fill_page(seed: u64, src: u64, out: &mut [u8; PAGE]) {
+    let kind = page_kind(seed, src);
+    let mut g = SplitMix64::for_key(seed ^ 0xc0_47e7, src / PAGE_SIZE);
+    match kind {
+        PageKind::Zero => {
+            out.fill(0);
+            return;
+        }
+        PageKind::Random => g.fill(out),
+        PageKind::Text => {
+            let mut i = 0;
+            while i < PAGE {
+                let w = WORDS[g.below(WORDS.len() as u64) as usize].as_bytes();
+                let n = w.len().min(PAGE - i);
+                out[i..i + n].copy_from_slice(&w[..n]);
+                i += n;
+                if i < PAGE {
+                    out[i] = b' ';
+                    i += 1;
+                }
+            }
+            sprinkle(&mut g, out, 24);
+        }
+        PageKind::Pattern => {
+            let len = g.range(8, 64) as usize;
+            let mut pat = [0u8; 64];
+            g.fill(&mut pat[..len]);
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = pat[i % len];
+            }
+            sprinkle(&mut g, out, 32);
+        }
+        PageKind::Sparse => {
+            out.fill(0);
+            for _ in 0..g.range(4, 64) {
+                let slot = g.below((PAGE / 8) as u64) as usize * 8;
+                out[slot..slot + 8].copy_from_slice(&g.next_u64().to_le_bytes());
+            }
+        }
+    }
+    out[..8].copy_from_slice(&(src ^ STAMP_MAGIC).to_le_bytes());
+}
+
+fn sprinkle(g: &mut SplitMix64, out: &mut [u8; PAGE], max: u64) {
+    for _ in 0..g.range(1, max) {
+        let at = g.below(PAGE as u64) as usize;
+        out[at] = g.next_u64() as u8;
+    }
+}
+
+/// If `page` starts with a generator stamp, the source address it was generated for.
+pub fn stamp_source(page: &[u8]) -> Option<u64> {
+    let v = u64::from_le_bytes(page.get(..8)?.try_into().ok()?) ^ STAMP_MAGIC;
+    (v.is_multiple_of(PAGE_SIZE) && v < GUEST_RAM_BYTES).then_some(v)
+}
+
+/// `struct new_utsname` (include/uapi/linux/utsname.h): six NUL-padded `char[65]`.
+pub fn utsname_bytes() -> [u8; UTSNAME_SIZE] {
+    let mut b = [0u8; UTSNAME_SIZE];
+    for (i, s) in [
+        UTS_SYSNAME,
+        UTS_NODENAME,
+        OSRELEASE,
+        UTS_VERSION,
+        UTS_MACHINE,
+        UTS_DOMAINNAME,
+    ]
+    .iter()
+    .enumerate()
+    {
+        b[i * 65..i * 65 + s.len()].copy_from_slice(s.as_bytes());
+    }
+    b
+}
+
+/// The register value the synthetic PRSTATUS of `cpu` holds in register `reg`.
+pub fn prstatus_reg(cpu: usize, reg: usize) -> u64 {
+    0x4c1f_eb0a_0000_0000 | ((cpu as u64) << 16) | reg as u64
+}
+
+/// x86_64 `struct elf_prstatus` (336 bytes) with recognisable contents.
+pub fn prstatus_desc(cpu: usize, text_vaddr: u64) -> [u8; PRSTATUS_SIZE] {
+    let mut d = [0u8; PRSTATUS_SIZE];
+    d[PRSTATUS_PID_OFFSET..PRSTATUS_PID_OFFSET + 4]
+        .copy_from_slice(&(100 + cpu as u32).to_le_bytes());
+    for r in 0..PRSTATUS_NREGS {
+        let v = if r == 16 {
+            text_vaddr + 0x1234 + cpu as u64
+        } else {
+            prstatus_reg(cpu, r)
+        }; // 16 = rip
+        let at = PRSTATUS_REG_OFFSET + r * 8;
+        d[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    d
+}
+
+/// One ELF note: Nhdr, name (NUL-terminated, padded to 4), descriptor (padded to 4).
+pub fn elf_note(name: &str, n_type: u32, desc: &[u8]) -> Vec<u8> {
+    let namesz = name.len() + 1;
+    let mut b = Vec::new();
+    b.extend_from_slice(&(namesz as u32).to_le_bytes());
+    b.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    b.extend_from_slice(&n_type.to_le_bytes());
+    b.extend_from_slice(name.as_bytes());
+    b.resize(12 + namesz.next_multiple_of(4), 0);
+    b.extend_from_slice(desc);
+    b.resize(
+        12 + namesz.next_multiple_of(4) + desc.len().next_multiple_of(4),
+        0,
+    );
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(seed: u64, mib: u64) -> SynthImage {
+        SynthImage::generate(&SynthSpec::new(seed, mib * MIB)).unwrap()
+    }
+
+    #[test]
+    fn layout_rules_hold_for_many_seeds() {
+        for seed in 0..200 {
+            for mib in [8, 24, 256] {
+                let im = image(seed, mib);
+                let r = &im.ranges;
+                assert!(
+                    (5..=8).contains(&r.len()),
+                    "seed {seed}: {} ranges",
+                    r.len()
+                );
+                assert_eq!(
+                    r[0],
+                    RamRange {
+                        paddr: 0,
+                        len: BACKUP_SIZE,
+                        source: BACKUP_COPY
+                    }
+                );
+                assert_eq!(r.iter().map(|r| r.len).sum::<u64>(), mib * MIB);
+                for w in r.windows(2) {
+                    assert!(
+                        w[0].end() < w[1].paddr,
+                        "seed {seed}: no hole between {w:?}"
+                    );
+                }
+                for x in &r[1..] {
+                    assert_eq!(x.paddr, x.source);
+                    assert!(x.paddr >= RAM_BASE && x.end() <= GUEST_RAM_BYTES);
+                    assert_eq!(x.paddr % PAGE_SIZE, 0);
+                    assert_eq!(x.len % PAGE_SIZE, 0);
+                }
+                assert!(!r[1].paddr.is_multiple_of(2 * MIB) && !r[1].end().is_multiple_of(2 * MIB));
+                // The text view lies inside one RAM range and translates with phys_base.
+                assert!(r
+                    .iter()
+                    .any(|x| x.paddr <= im.text_paddr && im.text_paddr + im.text_len <= x.end()));
+                assert_eq!(
+                    im.text_vaddr - START_KERNEL_MAP + im.phys_base,
+                    im.text_paddr
+                );
+                let uts = im.init_uts_ns_vaddr - START_KERNEL_MAP
+                    + im.phys_base
+                    + UTS_NAMESPACE_NAME_OFFSET;
+                assert_eq!(uts, im.utsname_paddr);
+                assert!(uts + UTSNAME_SIZE as u64 <= im.text_paddr + im.text_len);
+                // Metadata and the backup copy are outside every RAM source.
+                for x in r {
+                    assert!(x.sources().end <= META_BASE || x.source >= RAM_BASE || x.paddr == 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn page_mix_is_roughly_as_specified() {
+        let mut counts = [0u32; 5];
+        for p in 0..20_000u64 {
+            counts[page_kind(42, RAM_BASE + p * PAGE_SIZE) as usize] += 1;
+        }
+        let pct = |n: u32| n as f64 / 200.0;
+        assert!((45.0..55.0).contains(&pct(counts[0])), "{counts:?}");
+        assert!((12.0..18.0).contains(&pct(counts[1])), "{counts:?}");
+        assert!(
+            (30.0..40.0).contains(&pct(counts[2] + counts[3] + counts[4])),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn page_contents_compress_as_intended() {
+        let mut page = [0u8; PAGE];
+        let mut seen = [false; 5];
+        for p in 0..400u64 {
+            let src = RAM_BASE + p * PAGE_SIZE;
+            fill_page(9, src, &mut page);
+            let kind = page_kind(9, src);
+            seen[kind as usize] = true;
+            let z = miniz_oxide::deflate::compress_to_vec_zlib(&page, 1);
+            match kind {
+                PageKind::Zero => assert!(page.iter().all(|&b| b == 0)),
+                PageKind::Random => {
+                    assert!(z.len() >= PAGE, "random page compressed to {}", z.len())
+                }
+                _ => {
+                    assert!(
+                        z.len() < PAGE / 2,
+                        "{kind:?} page compressed only to {}",
+                        z.len()
+                    );
+                    assert_eq!(stamp_source(&page), Some(src));
+                }
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn deterministic() {
+        let a = image(5, 24);
+        let b = image(5, 24);
+        assert_eq!(a.elfcorehdr_bytes(), b.elfcorehdr_bytes());
+        let (mut p, mut q) = ([0u8; PAGE], [0u8; PAGE]);
+        for pfn in [0, 1, 159, a.ranges[2].paddr / PAGE_SIZE] {
+            assert!(a.dump_page(pfn, &mut p));
+            assert!(b.dump_page(pfn, &mut q));
+            assert_eq!(p, q);
+        }
+        assert_ne!(image(6, 24).ranges, a.ranges);
+    }
+
+    #[test]
+    fn elfcorehdr_shape() {
+        let im = image(1, 24);
+        let h = im.elfcorehdr_bytes();
+        assert_eq!(&h[..4], b"\x7fELF");
+        assert_eq!(u16::from_le_bytes([h[16], h[17]]), ET_CORE);
+        assert_eq!(u16::from_le_bytes([h[18], h[19]]), EM_X86_64);
+        let phnum = u16::from_le_bytes([h[56], h[57]]) as usize;
+        assert_eq!(phnum, 2 + 1 + 1 + im.ranges.len());
+        assert_eq!(h.len(), 64 + 56 * phnum);
+        let ph = |i: usize, off: usize| {
+            u64::from_le_bytes(
+                h[64 + 56 * i + off..64 + 56 * i + off + 8]
+                    .try_into()
+                    .unwrap(),
+            )
+        };
+        // Notes first, then the text view, then RAM; the backup range reads from its copy.
+        assert_eq!(u32::from_le_bytes(h[64..68].try_into().unwrap()), PT_NOTE);
+        assert_eq!(ph(3, 16), im.text_vaddr);
+        assert_eq!(ph(4, 24), 0); // p_paddr of the backup range
+        assert_eq!(ph(4, 8), BACKUP_COPY); // its p_offset
+        assert_eq!(ph(4, 16), PAGE_OFFSET);
+    }
+
+    #[test]
+    fn notes_and_utsname_are_in_place() {
+        let im = image(3, 24);
+        let n = &im.cpu_notes[1].bytes;
+        assert_eq!(&n[..12], &[5, 0, 0, 0, 80, 1, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&n[12..17], b"CORE\0");
+        assert_eq!(n.len(), 12 + 8 + 336 + 12);
+        assert_eq!(&n[20..20 + 336], &im.prstatus[1][..]);
+        let v = im.vmcoreinfo.as_ref().unwrap();
+        assert!(v.starts_with("OSRELEASE=6.1.0-lifeboat-synthetic\n"));
+        assert!(v.contains(&format!("SYMBOL(init_uts_ns)={:x}\n", im.init_uts_ns_vaddr)));
+        assert!(v.contains(&format!("NUMBER(phys_base)={}\n", im.phys_base)));
+        // Read the utsname back through the dump view (it crosses a page boundary).
+        let mut got = Vec::new();
+        let mut page = [0u8; PAGE];
+        let first = im.utsname_paddr / PAGE_SIZE;
+        for pfn in first..first + 2 {
+            assert!(im.dump_page(pfn, &mut page));
+            got.extend_from_slice(&page);
+        }
+        let off = (im.utsname_paddr % PAGE_SIZE) as usize;
+        assert_eq!(&got[off..off + UTSNAME_SIZE], &utsname_bytes()[..]);
+        assert_eq!(
+            &got[off + 2 * 65..off + 2 * 65 + OSRELEASE.len()],
+            OSRELEASE.as_bytes()
+        );
+    }
+
+    #[test]
+    fn blobs_hold_what_dump_page_promises() {
+        let dir = std::env::temp_dir().join(format!("qemu-tests-synth-{}", std::process::id()));
+        let im = image(11, 8);
+        let blobs = im.write_blobs(&dir).unwrap();
+        assert_eq!(blobs.len(), 1 + im.ranges.len());
+        let meta = std::fs::read(&blobs[0].path).unwrap();
+        assert_eq!(
+            &meta[..im.elfcorehdr_bytes().len()],
+            &im.elfcorehdr_bytes()[..]
+        );
+        let off = (im.cpu_notes[0].addr - META_BASE) as usize;
+        assert_eq!(&meta[off..off + 4], &5u32.to_le_bytes());
+        let mut page = [0u8; PAGE];
+        for (b, r) in blobs[1..].iter().zip(&im.ranges) {
+            let data = std::fs::read(&b.path).unwrap();
+            assert_eq!(data.len() as u64, r.len);
+            assert_eq!(b.addr, r.source);
+            for (i, chunk) in data.chunks(PAGE).enumerate() {
+                assert!(im.dump_page(r.paddr / PAGE_SIZE + i as u64, &mut page));
+                assert_eq!(chunk, &page[..]);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
