@@ -169,7 +169,7 @@ pub fn all() -> Vec<Scenario> {
         kind: Kind::Malformed(m),
     };
     vec![
-        dump("serial-256m", 0x256, 240, 256, CmdlineForm::Hex, true, None),
+        dump("serial-256m", 0x256, 600, 256, CmdlineForm::Hex, true, None),
         dump("serial-kform", 0x24, 60, 24, CmdlineForm::KiB, true, None),
         dump(
             "missing-vmcoreinfo",
