@@ -23,6 +23,8 @@ const RUNTIME_GOAL: u64 = 8 << 20;
 pub struct Images {
     pub capture_elf: PathBuf,
     pub bzimage: PathBuf,
+    /// The `lifeboat` tool, static (musl), for initramfs images and the e2e guests.
+    pub lifeboat_static: PathBuf,
 }
 
 pub fn build_x86_64() -> Result<Images, String> {
@@ -72,7 +74,9 @@ pub fn build_x86_64() -> Result<Images, String> {
     if init_size > RUNTIME_GOAL {
         return Err(format!("runtime memory {init_size} bytes exceeds the 8 MiB goal"));
     }
-    Ok(Images { capture_elf, bzimage })
+    let lifeboat_static = build_static_loader("x86_64-unknown-linux-musl", &out)?;
+    println!("  lifeboat     {:>9} bytes  (static host tool: load/status/receive)", file_len(&lifeboat_static));
+    Ok(Images { capture_elf, bzimage, lifeboat_static })
 }
 
 struct Layout {
@@ -137,4 +141,19 @@ fn inspect(data: &[u8]) -> Result<Layout, String> {
         return Err("payload offset 0x200 is not the 64-bit entry (expected cli)".into());
     }
     Ok(Layout { file_offset, file_size, mem_size: p.p_memsz(endian), relocs })
+}
+
+fn file_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Build `lifeboat` as a static binary and copy it next to the images.
+fn build_static_loader(target: &str, out: &std::path::Path) -> Result<PathBuf, String> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--quiet", "--release", "-p", "lifeboat-loader", "--bin", "lifeboat", "--target", target]);
+    run(&mut cmd)?;
+    let built = workspace_root().join(format!("target/{target}/release/lifeboat"));
+    let dest = out.join("lifeboat");
+    std::fs::copy(&built, &dest).map_err(|e| format!("{} -> {}: {e}", built.display(), dest.display()))?;
+    Ok(dest)
 }

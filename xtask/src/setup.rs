@@ -3,15 +3,23 @@
 use crate::run;
 use std::process::Command;
 
-const RUST_TARGETS: &[&str] = &["x86_64-unknown-none"];
+/// The capture kernel's target, and the static (musl) target of the `lifeboat` tool that runs
+/// in bare initramfs images.
+const RUST_TARGETS: &[&str] = &["x86_64-unknown-none", "x86_64-unknown-linux-musl"];
 /// (command that must exist, Debian package providing it)
 const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("makedumpfile", "makedumpfile"),
+    ("crash", "crash"),
+    ("kexec", "kexec-tools"),
+    ("busybox", "busybox-static"),
+    ("dpkg-deb", "dpkg"),
 ];
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")]).status().is_ok_and(|s| s.success())
+    // /sbin and /usr/sbin are not on every user's PATH (kexec lives there).
+    let script = format!("PATH=$PATH:/sbin:/usr/sbin command -v {cmd} >/dev/null 2>&1");
+    Command::new("sh").args(["-c", &script]).status().is_ok_and(|s| s.success())
 }
 
 fn is_root() -> bool {

@@ -272,7 +272,7 @@ impl DumpObserver for ConsoleProgress {
         let done = p.pages_done * self.page_size;
         log!(
             "{}% {} of {} MiB, {} MB/s, dump {} MiB so far",
-            if p.pages_total == 0 { 100 } else { p.pages_done * 100 / p.pages_total },
+            (p.pages_done * 100).checked_div(p.pages_total).unwrap_or(100),
             mib(done),
             mib(self.ram_total),
             mbps(done, now.saturating_sub(self.t0)),
