@@ -108,10 +108,12 @@ impl SetupHeader {
             version: BOOT_PROTOCOL_VERSION,
             loadflags: LOADFLAG_LOADED_HIGH,
             code32_start: 0x10_0000,
-            // 2 MiB: the kexec loaders place the payload at a multiple of this.
-            kernel_alignment: 0x20_0000,
+            // The kexec loaders place the payload at a multiple of this. lifeboat relocates
+            // itself and maps its own memory with 4 KiB pages, so one page is enough: a 2 MiB
+            // alignment would waste up to 2 MiB of a small crashkernel= reservation.
+            kernel_alignment: 0x1000,
             relocatable_kernel: 1,
-            min_alignment: 21,
+            min_alignment: 12,
             xloadflags: XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G | XLF_5LEVEL,
             cmdline_size: 4095,
             pref_address: 0x100_0000,
@@ -146,7 +148,7 @@ mod tests {
         assert_eq!(u16::from_le_bytes([b[at(0x206)], b[at(0x207)]]), 0x020F);
         assert_eq!(b[at(0x201)] as usize, 0x26C - 0x202);
         assert_eq!(b[at(0x211)] & 1, 1);
-        assert_eq!(u32::from_le_bytes(b[at(0x230)..at(0x234)].try_into().unwrap()), 0x20_0000);
+        assert_eq!(u32::from_le_bytes(b[at(0x230)..at(0x234)].try_into().unwrap()), 0x1000);
         assert_eq!(u16::from_le_bytes([b[at(0x236)], b[at(0x237)]]) & 3, 3);
         assert_eq!(u32::from_le_bytes(b[at(0x238)..at(0x23C)].try_into().unwrap()), 4095);
         assert_eq!(u32::from_le_bytes(b[at(0x260)..at(0x264)].try_into().unwrap()), 0x40_0000);

@@ -15,7 +15,7 @@ mod oldmem;
 
 use alloc::format;
 use alloc::string::String;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use lifeboat_arch::current as arch;
 use lifeboat_arch::current::bootinfo::BootInfo;
 use lifeboat_capture::acpi;
@@ -38,8 +38,33 @@ const HEAP_SIZE: usize = 2 * 1024 * 1024;
 struct HeapArea([u8; HEAP_SIZE]);
 static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
 
+/// The heap, counting its peak use (printed at the end of every capture).
+struct Heap {
+    inner: LockedHeap,
+    used: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+// SAFETY: delegates to linked_list_allocator's LockedHeap; the counters are bookkeeping only.
+unsafe impl core::alloc::GlobalAlloc for Heap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller upholds GlobalAlloc's contract, which we pass on unchanged.
+        let p = unsafe { self.inner.alloc(layout) };
+        if !p.is_null() {
+            let now = self.used.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        self.used.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+}
+
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static HEAP: Heap = Heap { inner: LockedHeap::empty(), used: AtomicUsize::new(0), peak: AtomicUsize::new(0) };
 
 /// Exit codes for the test harness's exit port.
 const EXIT_COMPLETE: u32 = 0;
@@ -189,7 +214,7 @@ extern "C" fn lifeboat_main(protocol: u32, boot_info: u64, image_base: u64) -> !
     );
 
     // SAFETY: HEAP_AREA is ours (bss) and handed to the allocator exactly once.
-    unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_AREA) as *mut u8, HEAP_SIZE) };
+    unsafe { HEAP.inner.lock().init(core::ptr::addr_of_mut!(HEAP_AREA) as *mut u8, HEAP_SIZE) };
 
     let boot = match protocol {
         arch::entry::PROTOCOL_PVH => BootInfo::from_pvh(boot_read, boot_info),
@@ -392,12 +417,15 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
         summary.pages_unreadable
     );
     log!(
-        "dump file {} bytes (compression ratio {}), {} bytes sent over serial ({} MB/s), {} ms since entry",
+        "dump file {} bytes (compression ratio {}), {} bytes sent over serial ({} MB/s), {} ms since entry, heap peak {} KiB of {} KiB, page tables {} KiB",
         summary.file_bytes,
         tenths(summary.ram_bytes, summary.file_bytes),
         stream_bytes,
         mbps(stream_bytes, us),
-        boot_ms
+        boot_ms,
+        HEAP.peak.load(Ordering::Relaxed) / 1024,
+        HEAP_SIZE / 1024,
+        SPACE.lock().as_ref().map_or(0, |s| s.frames_used() * 4)
     );
     match verdict {
         None => {
