@@ -1,6 +1,10 @@
 //! `lifeboat`: the host-side command of the lifeboat kdump capture kernel.
 //!
-//! Exit codes: 0 success (a complete dump), 1 the dump is incomplete, 2 usage or I/O error.
+//! Exit codes (docs/loader.md):
+//! - `load`, `unload`, `estimate`: 0 success, 1 a check or the kernel refused (the message
+//!   says what to do), 2 usage error.
+//! - `status`: 0 a crash kernel is loaded, 3 none is loaded, 1 error.
+//! - `receive`: 0 a complete dump, 1 the dump is incomplete, 2 usage or I/O error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +12,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use lifeboat_loader::commands::{self, LoadRequest};
+use lifeboat_loader::host::Host;
 use lifeboat_loader::receive::{printable, receive, Progress, ReceiveOptions, ReceiveReport};
 use lifeboat_loader::serial::{baud_rate, InputKind, SerialInput};
 
@@ -20,8 +26,46 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Load lifeboat as the crash kernel (checks everything first).
+    Load(LoadArgs),
+    /// Unload the crash kernel.
+    Unload,
+    /// Show the reservation, what is loaded and with which options (exit 0 loaded, 3 not).
+    Status,
+    /// How much crashkernel= lifeboat needs on this host, next to a Linux capture kernel.
+    Estimate(EstimateArgs),
     /// Rebuild a dump from the capture kernel's serial output (a live device or a saved file).
     Receive(ReceiveArgs),
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// The capture kernel (default: /usr/lib/lifeboat/bzImage, else bzImage next to lifeboat).
+    #[arg(long, value_name = "PATH")]
+    payload: Option<PathBuf>,
+    /// How to load it: the kernel builds the crash header (kexec_file_load, default) or
+    /// lifeboat does (kexec_load).
+    #[arg(long, value_name = "SYSCALL", value_parser = ["kexec_file_load", "kexec_load"])]
+    syscall: Option<String>,
+    /// Read LIFEBOAT_PAYLOAD, LIFEBOAT_SYSCALL and LIFEBOAT_OPTIONS from FILE (flags win).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Replace a crash kernel that something else loaded.
+    #[arg(long)]
+    force: bool,
+    /// Run every check and show what would be loaded, without loading.
+    #[arg(long)]
+    dry_run: bool,
+    /// Capture options, e.g. lifeboat.action=halt lifeboat.serial=ttyS1 (docs/capture-options.md).
+    #[arg(value_name = "OPTION")]
+    options: Vec<String>,
+}
+
+#[derive(Args)]
+struct EstimateArgs {
+    /// The capture kernel to size (default as for `load`).
+    #[arg(long, value_name = "PATH")]
+    payload: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -51,8 +95,38 @@ struct ReceiveArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let host = Host::default();
     match cli.command {
+        Command::Load(a) => {
+            let req = LoadRequest {
+                payload: a.payload,
+                syscall: a.syscall,
+                config: a.config,
+                force: a.force,
+                dry_run: a.dry_run,
+                options: a.options,
+            };
+            done(commands::load(req, &host))
+        }
+        Command::Unload => done(commands::unload(&host)),
+        Command::Status => match commands::status(&host) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(3),
+            Err(e) => done(Err(e)),
+        },
+        Command::Estimate(a) => done(commands::estimate(&host, a.payload)),
         Command::Receive(args) => cmd_receive(args),
+    }
+}
+
+/// Exit 0, or print the failure and exit 1.
+fn done(r: Result<(), commands::Failure>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lifeboat: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

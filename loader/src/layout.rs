@@ -1,0 +1,314 @@
+//! Where the `kexec_load` segments go inside the crash reservation, and how big a reservation
+//! lifeboat needs (`lifeboat estimate`).
+//!
+//! The kernel accepts crash segments that are page-aligned, non-overlapping and inside
+//! `crashk_res` (`kernel/kexec_core.c sanity_check_segment_list()`), with the entry point
+//! inside it too. lifeboat's layout, bottom up:
+//!
+//! | segment | size | alignment |
+//! |---|---|---|
+//! | elfcorehdr | 64 + 56 × program headers, page-rounded | 4 KiB |
+//! | boot_params | 4 KiB zero page + command line + NUL, page-rounded | 4 KiB |
+//! | entry stub | 4 KiB | 4 KiB |
+//! | payload | `PAGE_ALIGN(init_size)` | `kernel_alignment` |
+//!
+//! When `kernel_alignment` is large the payload-first order can waste less, so both orders are
+//! tried.
+
+use crate::memmap::Range;
+use std::fmt;
+
+pub const PAGE: u64 = 4096;
+/// Size of `struct boot_params`.
+pub const ZERO_PAGE: u64 = 4096;
+/// The entry stub's segment.
+pub const STUB_SIZE: u64 = PAGE;
+
+pub fn page_align(x: u64) -> u64 {
+    align_up(x, PAGE)
+}
+
+pub fn align_up(x: u64, align: u64) -> u64 {
+    x.div_ceil(align) * align
+}
+
+/// What has to fit.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// elfcorehdr bytes.
+    pub elfcorehdr: u64,
+    /// Command line bytes, without the NUL.
+    pub cmdline: u64,
+    /// `PAGE_ALIGN(init_size)`.
+    pub payload_memsz: u64,
+    /// Payload alignment (`kernel_alignment`, ≥ 4 KiB).
+    pub kernel_alignment: u64,
+}
+
+impl Sizes {
+    pub fn elfcorehdr_memsz(&self) -> u64 {
+        page_align(self.elfcorehdr)
+    }
+    pub fn boot_params_memsz(&self) -> u64 {
+        page_align(ZERO_PAGE + self.cmdline + 1)
+    }
+    /// The small segments together.
+    fn small(&self) -> u64 {
+        self.elfcorehdr_memsz() + self.boot_params_memsz() + STUB_SIZE
+    }
+}
+
+/// Physical addresses of the four segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub elfcorehdr: u64,
+    pub boot_params: u64,
+    pub stub: u64,
+    pub payload: u64,
+    /// One past the highest byte used.
+    pub end: u64,
+}
+
+/// The reservation is too small for the segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooSmall {
+    /// Bytes needed from the start of the reservation.
+    pub need: u64,
+    /// Bytes the reservation has.
+    pub have: u64,
+}
+
+impl fmt::Display for TooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "needs {} bytes, the reservation has {}",
+            self.need, self.have
+        )
+    }
+}
+
+/// Places the segments inside `reservation`.
+pub fn place(reservation: Range, s: &Sizes) -> Result<Placement, TooSmall> {
+    let start = page_align(reservation.start);
+    // Small segments first, payload aligned above them.
+    let small_first = {
+        let elfcorehdr = start;
+        let boot_params = elfcorehdr + s.elfcorehdr_memsz();
+        let stub = boot_params + s.boot_params_memsz();
+        let payload = align_up(stub + STUB_SIZE, s.kernel_alignment);
+        Placement {
+            elfcorehdr,
+            boot_params,
+            stub,
+            payload,
+            end: payload + s.payload_memsz,
+        }
+    };
+    // Payload first, small segments above it.
+    let payload_first = {
+        let payload = align_up(start, s.kernel_alignment);
+        let elfcorehdr = payload + s.payload_memsz;
+        let boot_params = elfcorehdr + s.elfcorehdr_memsz();
+        let stub = boot_params + s.boot_params_memsz();
+        Placement {
+            elfcorehdr,
+            boot_params,
+            stub,
+            payload,
+            end: stub + STUB_SIZE,
+        }
+    };
+    let best = if small_first.end <= payload_first.end {
+        small_first
+    } else {
+        payload_first
+    };
+    if best.end <= reservation.end {
+        Ok(best)
+    } else {
+        Err(TooSmall {
+            need: best.end - reservation.start,
+            have: reservation.len(),
+        })
+    }
+}
+
+/// Bytes a reservation must have for `kexec_load`, wherever it starts (worst-case alignment).
+pub fn kexec_load_need(s: &Sizes) -> u64 {
+    s.small() + (s.kernel_alignment - PAGE) + s.payload_memsz
+}
+
+/// Room `kexec_file_load` takes besides the payload and the elfcorehdr: the purgatory (text,
+/// data, stack; about 20 KiB in Linux 6.x) and boot_params with the command line and
+/// setup_data (EFI, RNG seed). Generous on purpose.
+pub const KEXEC_FILE_OVERHEAD: u64 = 64 << 10;
+/// Program headers Linux ≥ 6.5 with CONFIG_CRASH_HOTPLUG leaves room for in the elfcorehdr
+/// (`CONFIG_CRASH_MAX_MEMORY_RANGES`, default 8192).
+pub const HOTPLUG_MAX_MEMORY_RANGES: u64 = 8192;
+
+/// Bytes a reservation must have for `kexec_file_load` (estimated: the kernel lays it out).
+pub fn kexec_file_load_need(s: &Sizes, crash_hotplug: bool) -> u64 {
+    let hotplug = if crash_hotplug {
+        HOTPLUG_MAX_MEMORY_RANGES * 56
+    } else {
+        0
+    };
+    page_align(s.elfcorehdr + hotplug)
+        + KEXEC_FILE_OVERHEAD
+        + (s.kernel_alignment - PAGE)
+        + s.payload_memsz
+}
+
+/// Rounds a byte count up to whole MiB (the `crashkernel=` unit lifeboat suggests).
+pub fn mib_up(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
+
+/// Evaluates a `crashkernel=` value for a machine with `ram` bytes, as Linux
+/// `parse_crashkernel_mem()` does (`kernel/crash_core.c`): `start-[end]:size[,…]` picks the
+/// first range with `start <= ram < end`; a plain size is just that. `Some(0)` when no range
+/// matches (nothing is reserved); `None` if the syntax is wrong.
+pub fn eval_crashkernel(spec: &str, ram: u64) -> Option<u64> {
+    use lifeboat_capture::cmdline::memparse;
+    if !spec.contains(':') {
+        return memparse(spec);
+    }
+    for item in spec.split(',') {
+        let (span, size) = item.split_once(':')?;
+        let (start, end) = span.split_once('-')?;
+        let start = memparse(start)?;
+        let end = if end.is_empty() {
+            u64::MAX
+        } else {
+            memparse(end)?
+        };
+        let size = memparse(size)?;
+        if ram >= start && ram < end {
+            return Some(size);
+        }
+    }
+    Some(0)
+}
+
+/// Debian kdump-tools' reservation (`/etc/default/grub.d/kdump-tools.cfg`).
+pub const DEBIAN_KDUMP_TOOLS: &str = "384M-:128M";
+/// The RHEL/Fedora default (kexec-tools `kdumpctl get-default-crashkernel` on x86_64).
+pub const RHEL_FEDORA: &str = "1G-4G:192M,4G-64G:256M,64G-:512M";
+/// Smallest reservation that worked for Debian's own kernel as capture kernel (QEMU x86_64,
+/// 1 and 4 GiB guests; /work/shared/reference/measured-baselines.md).
+pub const DEBIAN_MEASURED_MIN_MIB: u64 = 80;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIZES: Sizes = Sizes {
+        elfcorehdr: 64 + 7 * 56,
+        cmdline: 70,
+        payload_memsz: 0x2d9000,
+        kernel_alignment: 0x1000,
+    };
+
+    #[test]
+    fn places_bottom_up_inside_the_reservation() {
+        let res = Range {
+            start: 0xd00_0000,
+            end: 0xe00_0000,
+        };
+        let p = place(res, &SIZES).unwrap();
+        assert_eq!(
+            p,
+            Placement {
+                elfcorehdr: 0xd00_0000,
+                boot_params: 0xd00_1000,
+                stub: 0xd00_3000,
+                payload: 0xd00_4000,
+                end: 0xd2d_d000
+            }
+        );
+        assert_eq!(kexec_load_need(&SIZES), 0x2dd000);
+        // Exactly enough is enough; a page less is not.
+        assert!(place(
+            Range {
+                start: 0xd00_0000,
+                end: 0xd2d_d000
+            },
+            &SIZES
+        )
+        .is_ok());
+        assert_eq!(
+            place(
+                Range {
+                    start: 0xd00_0000,
+                    end: 0xd2d_c000
+                },
+                &SIZES
+            )
+            .unwrap_err(),
+            TooSmall {
+                need: 0x2dd000,
+                have: 0x2dc000
+            }
+        );
+        // crashkernel=3M holds it with kexec_load.
+        assert!(place(
+            Range {
+                start: 0x100_0000,
+                end: 0x130_0000
+            },
+            &SIZES
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn large_alignment_puts_the_payload_first_when_that_fits_better() {
+        let s = Sizes {
+            kernel_alignment: 0x20_0000,
+            ..SIZES
+        };
+        let p = place(
+            Range {
+                start: 0x100_0000,
+                end: 0x140_0000,
+            },
+            &s,
+        )
+        .unwrap();
+        assert_eq!(p.payload, 0x100_0000);
+        assert_eq!(p.elfcorehdr, 0x100_0000 + 0x2d9000);
+        // Unaligned start: small segments fill the gap below the payload.
+        let p = place(
+            Range {
+                start: 0x10f_0000,
+                end: 0x160_0000,
+            },
+            &s,
+        )
+        .unwrap();
+        assert_eq!((p.elfcorehdr, p.payload), (0x10f_0000, 0x120_0000));
+        assert!(p.stub + STUB_SIZE <= p.payload);
+    }
+
+    #[test]
+    fn estimates() {
+        assert_eq!(mib_up(kexec_load_need(&SIZES)), 3);
+        assert_eq!(mib_up(kexec_file_load_need(&SIZES, false)), 3);
+        assert_eq!(mib_up(kexec_file_load_need(&SIZES, true)), 4);
+        assert_eq!(mib_up(1 << 20), 1);
+    }
+
+    #[test]
+    fn crashkernel_formulas() {
+        let g = 1u64 << 30;
+        assert_eq!(eval_crashkernel(RHEL_FEDORA, g - (512 << 10)), Some(0));
+        assert_eq!(eval_crashkernel(RHEL_FEDORA, 2 * g), Some(192 << 20));
+        assert_eq!(eval_crashkernel(RHEL_FEDORA, 4 * g), Some(256 << 20));
+        assert_eq!(eval_crashkernel(RHEL_FEDORA, 100 * g), Some(512 << 20));
+        assert_eq!(eval_crashkernel(DEBIAN_KDUMP_TOOLS, g), Some(128 << 20));
+        assert_eq!(eval_crashkernel(DEBIAN_KDUMP_TOOLS, 256 << 20), Some(0));
+        assert_eq!(eval_crashkernel("16M", g), Some(16 << 20));
+        assert_eq!(eval_crashkernel("1G-x:5M", g), None);
+    }
+}
