@@ -12,6 +12,7 @@
 //! lifeboat-capture); every failure says which scenario, why, with addresses, and shows the
 //! console tail; simple code over fast code.
 
+pub mod e2e;
 pub mod flat;
 pub mod prng;
 pub mod qemu;

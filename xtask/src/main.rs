@@ -116,8 +116,17 @@ fn e2e(args: &[String]) -> Result<(), String> {
     let images = image::build_x86_64()?;
     let lifeboat_host = build_loader()?;
     let root = workspace_root();
-    let _ = (images, lifeboat_host, root, full, filter, verbose);
-    Err("e2e: not wired yet".into())
+    let config = qemu_tests::e2e::E2eConfig {
+        bzimage: images.bzimage,
+        lifeboat_guest: images.lifeboat_static,
+        lifeboat_host,
+        cache_dir: root.join("target/e2e-cache"),
+        work_dir: root.join("target/e2e"),
+        full,
+        filter,
+        verbose,
+    };
+    qemu_tests::e2e::run(&config).map(|r| println!("{r}")).map_err(|e| format!("e2e failed: {e}"))
 }
 
 fn test() -> Result<(), String> {

@@ -1,0 +1,777 @@
+//! End-to-end tests on a real crashed Linux: boot Debian's cloud kernel in QEMU (TCG), arm
+//! kdump with lifeboat (`lifeboat load`, with kexec_file_load or kexec_load) or with Debian's
+//! own `kexec -p`, crash it with sysrq, receive the dump from the serial port, and check it
+//! with tools nobody here wrote (`makedumpfile --dump-dmesg`, `crash`) and byte for byte
+//! against QEMU's own view of guest memory (`dump-guest-memory` over QMP).
+//!
+//! - [`inputs`]: the Debian kernel packages (downloaded once into the cache) and host tools.
+//! - [`cpio`], [`initramfs`]: the guest's initramfs and its `/init`.
+//! - [`guest`]: QEMU, the serial watch (timings, fail-fast markers) and QMP.
+//! - [`guest_memory`]: QEMU's ELF memory dump; [`dump_layout`]: the dump's own headers;
+//!   [`checks`]: every check. See `qemu-tests/E2E.md`.
+
+pub mod checks;
+pub mod cpio;
+pub mod dump_layout;
+pub mod guest;
+pub mod guest_memory;
+pub mod initramfs;
+pub mod inputs;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use checks::{check, Check, Comparison, Exclusions};
+use guest_memory::PAGE;
+
+/// What `cargo xtask e2e` passes in.
+#[derive(Clone, Debug)]
+pub struct E2eConfig {
+    /// The capture kernel (`target/lifeboat/x86_64/bzImage`).
+    pub bzimage: PathBuf,
+    /// Static (musl) `lifeboat` for the guest (`lifeboat load`, `lifeboat status`).
+    pub lifeboat_guest: PathBuf,
+    /// Host `lifeboat` (`lifeboat receive`).
+    pub lifeboat_host: PathBuf,
+    /// Downloaded packages and files extracted from them; kept between runs.
+    pub cache_dir: PathBuf,
+    /// Scratch; each scenario uses `<work_dir>/<name>/`.
+    pub work_dir: PathBuf,
+    /// Run every scenario (default: `file-1g` only).
+    pub full: bool,
+    /// Run the scenarios whose name contains this (from all of them, whatever `full` says).
+    pub filter: Option<String>,
+    /// Print the QEMU command line and the whole guest console.
+    pub verbose: bool,
+}
+
+/// How the guest arms kdump (`e2e.load=` on its command line, read by `/init`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadMethod {
+    /// `lifeboat load --syscall kexec_file_load`.
+    LifeboatFile,
+    /// `lifeboat load --syscall kexec_load`.
+    LifeboatLoad,
+    /// Debian's kexec-tools: `kexec -p` (kexec_load, with its purgatory and backup region).
+    Stock,
+}
+
+impl LoadMethod {
+    pub fn cmdline_word(self) -> &'static str {
+        match self {
+            LoadMethod::LifeboatFile => "file",
+            LoadMethod::LifeboatLoad => "load",
+            LoadMethod::Stock => "stock",
+        }
+    }
+    fn needs_lifeboat_guest(self) -> bool {
+        self != LoadMethod::Stock
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct E2eScenario {
+    pub name: &'static str,
+    pub load: LoadMethod,
+    pub mem_gib: u64,
+    pub cpus: u32,
+    /// In the default (non-full) run.
+    pub default: bool,
+}
+
+impl E2eScenario {
+    /// The whole run's limit, scaled with guest RAM (the dump is streamed at ~0.45 MB/s).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(500 + 100 * self.mem_gib)
+    }
+    pub fn append(&self) -> String {
+        format!(
+            "console=ttyS0 crashkernel={CRASHKERNEL} panic=0 e2e.load={}",
+            self.load.cmdline_word()
+        )
+    }
+}
+
+/// The guest's `crashkernel=` (lifeboat needs a few MiB; this leaves room for kexec-tools).
+pub const CRASHKERNEL: &str = "16M";
+
+/// Every scenario.
+pub fn scenarios() -> Vec<E2eScenario> {
+    let s = |name, load, mem_gib, default| E2eScenario {
+        name,
+        load,
+        mem_gib,
+        cpus: 2,
+        default,
+    };
+    vec![
+        s("file-1g", LoadMethod::LifeboatFile, 1, true),
+        s("load-1g", LoadMethod::LifeboatLoad, 1, false),
+        s("stock-1g", LoadMethod::Stock, 1, false),
+        s("file-4g", LoadMethod::LifeboatFile, 4, false),
+    ]
+}
+
+/// The scenarios a configuration selects.
+pub fn select(full: bool, filter: Option<&str>) -> Vec<E2eScenario> {
+    scenarios()
+        .into_iter()
+        .filter(|s| match filter {
+            Some(f) => s.name.contains(f),
+            None => full || s.default,
+        })
+        .collect()
+}
+
+/// One scenario's outcome.
+#[derive(Clone, Debug)]
+pub struct E2eScenarioReport {
+    pub name: String,
+    pub passed: bool,
+    /// Wall-clock seconds of the whole scenario (boot, capture, QMP dump, checks).
+    pub seconds: f64,
+    pub timeline: guest::Timeline,
+    pub verdict: Option<String>,
+    pub dump_bytes: Option<u64>,
+    pub serial_bytes: Option<u64>,
+    pub reservation: Option<Range<u64>>,
+    pub comparison: Option<Comparison>,
+    pub checks: Vec<Check>,
+    /// Other facts worth printing.
+    pub details: Vec<String>,
+    /// The reason and the last 30 console lines, when it failed.
+    pub failure: Option<String>,
+}
+
+/// Results of every scenario that ran.
+#[derive(Clone, Debug, Default)]
+pub struct E2eReport {
+    /// `linux-image-… version`.
+    pub kernel: String,
+    pub scenarios: Vec<E2eScenarioReport>,
+}
+
+impl E2eReport {
+    pub fn passed(&self) -> usize {
+        self.scenarios.iter().filter(|s| s.passed).count()
+    }
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or("-".into(), |s| format!("{s:.1} s"))
+}
+
+impl fmt::Display for E2eReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "e2e on {}:", self.kernel)?;
+        writeln!(
+            f,
+            "  {:<10} {:<6} {:>16} {:>15} {:>10} {:>9} {:>8}",
+            "scenario", "result", "sysrq→1st line", "sysrq→verdict", "dump MB", "checks", "total"
+        )?;
+        for s in &self.scenarios {
+            writeln!(
+                f,
+                "  {:<10} {:<6} {:>16} {:>15} {:>10} {:>9} {:>8}",
+                s.name,
+                if s.passed { "PASS" } else { "FAIL" },
+                secs(s.timeline.sysrq_to_first_line()),
+                secs(s.timeline.sysrq_to_verdict()),
+                s.dump_bytes
+                    .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1e6)),
+                format!(
+                    "{}/{}",
+                    s.checks.iter().filter(|c| c.passed).count(),
+                    s.checks.len()
+                ),
+                format!("{:.0} s", s.seconds)
+            )?;
+        }
+        for s in &self.scenarios {
+            writeln!(f, "  {}:", s.name)?;
+            for c in &s.checks {
+                let first = c.detail.lines().next().unwrap_or("");
+                writeln!(
+                    f,
+                    "    {} {}: {first}",
+                    if c.passed { "ok  " } else { "FAIL" },
+                    c.name
+                )?;
+            }
+            for d in &s.details {
+                writeln!(f, "    {d}")?;
+            }
+        }
+        write!(
+            f,
+            "e2e: {} of {} scenarios passed",
+            self.passed(),
+            self.scenarios.len()
+        )
+    }
+}
+
+/// Why the e2e run did not pass.
+#[derive(Debug)]
+pub enum E2eError {
+    /// Something needed is missing (an image, a host tool, the kernel packages).
+    Setup(String),
+    /// The filter selects no scenario.
+    NoScenario {
+        filter: String,
+        known: Vec<&'static str>,
+    },
+    /// At least one scenario failed; every failure has its reason and console tail.
+    Failed(E2eReport),
+}
+
+impl fmt::Display for E2eError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            E2eError::Setup(s) => write!(f, "e2e cannot start: {s}"),
+            E2eError::NoScenario { filter, known } => write!(
+                f,
+                "no e2e scenario name contains {filter:?}; scenarios are: {}",
+                known.join(", ")
+            ),
+            E2eError::Failed(r) => {
+                // run() already printed the table; the error carries the reasons and tails.
+                for s in r.scenarios.iter().filter(|s| !s.passed) {
+                    if let Some(why) = &s.failure {
+                        write!(f, "{why}")?;
+                    }
+                }
+                write!(
+                    f,
+                    "{} of {} e2e scenarios FAILED",
+                    r.scenarios.len() - r.passed(),
+                    r.scenarios.len()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for E2eError {}
+
+/// Run the selected scenarios, printing progress to stdout. `Ok` only if all passed.
+pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
+    let selected = select(cfg.full, cfg.filter.as_deref());
+    if selected.is_empty() {
+        return Err(E2eError::NoScenario {
+            filter: cfg.filter.clone().unwrap_or_default(),
+            known: scenarios().iter().map(|s| s.name).collect(),
+        });
+    }
+    let need = |p: &Path, what: &str| -> Result<(), E2eError> {
+        if p.is_file() {
+            Ok(())
+        } else {
+            Err(E2eError::Setup(format!(
+                "{what} {} does not exist; build it first (cargo xtask build)",
+                p.display()
+            )))
+        }
+    };
+    need(&cfg.bzimage, "the capture kernel")?;
+    need(&cfg.lifeboat_host, "the host lifeboat tool")?;
+    let guest_tool = selected.iter().any(|s| s.load.needs_lifeboat_guest());
+    if guest_tool {
+        need(
+            &cfg.lifeboat_guest,
+            "the static (musl) lifeboat for the guest",
+        )?;
+    }
+    let mut log = |m: String| println!("e2e: {m}");
+    let inputs = inputs::prepare(&cfg.cache_dir, &mut log).map_err(E2eError::Setup)?;
+    std::fs::create_dir_all(&cfg.work_dir)
+        .map_err(|e| E2eError::Setup(format!("cannot create {}: {e}", cfg.work_dir.display())))?;
+    let guest_bin = cfg
+        .lifeboat_guest
+        .is_file()
+        .then_some(cfg.lifeboat_guest.as_path());
+    let cpio = initramfs::build(&inputs, &cfg.bzimage, guest_bin).map_err(E2eError::Setup)?;
+    let initramfs = cfg.work_dir.join("initramfs.cpio");
+    std::fs::write(&initramfs, &cpio)
+        .map_err(|e| E2eError::Setup(format!("cannot write {}: {e}", initramfs.display())))?;
+    println!(
+        "e2e: guest kernel {} {} ({}), initramfs {} bytes",
+        inputs.image_package,
+        inputs.image_version,
+        inputs.vmlinuz.display(),
+        cpio.len()
+    );
+
+    let mut report = E2eReport {
+        kernel: format!("{} {}", inputs.image_package, inputs.image_version),
+        scenarios: vec![],
+    };
+    let n = selected.len();
+    for (i, s) in selected.iter().enumerate() {
+        println!(
+            "e2e: [{}/{n}] {} ({} GiB, -smp {}, e2e.load={}, timeout {} s) …",
+            i + 1,
+            s.name,
+            s.mem_gib,
+            s.cpus,
+            s.load.cmdline_word(),
+            s.timeout().as_secs()
+        );
+        let r = run_scenario(s, cfg, &inputs, &initramfs);
+        println!(
+            "e2e: {} {} ({:.0} s)",
+            if r.passed { "PASS" } else { "FAIL" },
+            r.name,
+            r.seconds
+        );
+        for c in &r.checks {
+            println!("    {c}");
+        }
+        for d in &r.details {
+            println!("    {d}");
+        }
+        if let Some(f) = &r.failure {
+            print!("{f}");
+        }
+        report.scenarios.push(r);
+    }
+    println!("{report}");
+    if report.passed() == n {
+        Ok(report)
+    } else {
+        Err(E2eError::Failed(report))
+    }
+}
+
+/// The `/proc/iomem` lines `/init` printed (`e2e: iomem: 2b000000-2bffffff : Crash kernel`) with
+/// the given name, as byte ranges (sorted).
+pub fn parse_iomem(console: &[String], name: &str) -> Vec<Range<u64>> {
+    let mut v: Vec<Range<u64>> = console
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split(initramfs::MARK_IOMEM).nth(1)?;
+            let (range, n) = rest.split_once(':')?;
+            if !n.trim().eq_ignore_ascii_case(name) {
+                return None;
+            }
+            let (a, b) = range.trim().split_once('-')?;
+            let a = u64::from_str_radix(a, 16).ok()?;
+            let b = u64::from_str_radix(b, 16).ok()?;
+            (b > a).then_some(a..b + 1)
+        })
+        .collect();
+    v.sort_by_key(|r| r.start);
+    v.dedup();
+    v
+}
+
+/// The crash reservation (`Crash kernel` in the guest's /proc/iomem).
+pub fn parse_reservation(console: &[String]) -> Option<Range<u64>> {
+    parse_iomem(console, "Crash kernel").into_iter().next()
+}
+
+fn run_scenario(
+    s: &E2eScenario,
+    cfg: &E2eConfig,
+    inputs: &inputs::Inputs,
+    initramfs: &Path,
+) -> E2eScenarioReport {
+    let start = Instant::now();
+    let dir = cfg.work_dir.join(s.name);
+    let mut r = E2eScenarioReport {
+        name: s.name.into(),
+        passed: false,
+        seconds: 0.0,
+        timeline: Default::default(),
+        verdict: None,
+        dump_bytes: None,
+        serial_bytes: None,
+        reservation: None,
+        comparison: None,
+        checks: vec![],
+        details: vec![],
+        failure: None,
+    };
+    let reason = scenario_body(s, cfg, inputs, initramfs, &dir, &mut r).err();
+    let console = checks::console_text(&std::fs::read(dir.join("serial.bin")).unwrap_or_default());
+    let failed_checks: Vec<&Check> = r.checks.iter().filter(|c| !c.passed).collect();
+    let reason = reason.or_else(|| {
+        (!failed_checks.is_empty()).then(|| {
+            failed_checks
+                .iter()
+                .map(|c| format!("check {} failed: {}", c.name, c.detail))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    });
+    if let Some(reason) = reason {
+        let mut f = format!(
+            "e2e scenario {} failed: {reason}\n  files: {}\n",
+            s.name,
+            dir.display()
+        );
+        f.push_str(&format!(
+            "  last {} console lines:\n",
+            console.len().min(30)
+        ));
+        f.push_str(&crate::qemu::tail(&console, 30));
+        if let Ok(err) = std::fs::read_to_string(dir.join("qemu.stderr")) {
+            if !err.trim().is_empty() {
+                f.push_str("  qemu stderr:\n");
+                f.push_str(&crate::qemu::tail(
+                    &err.lines().map(String::from).collect::<Vec<_>>(),
+                    10,
+                ));
+            }
+        }
+        r.failure = Some(f);
+    } else {
+        r.passed = true;
+        // QEMU's memory file is as large as the guest: drop it after a pass.
+        let _ = std::fs::remove_file(dir.join("qemu-memory.elf"));
+    }
+    if cfg.verbose {
+        r.details.push(format!(
+            "console ({} lines):\n{}",
+            console.len(),
+            crate::qemu::tail(&console, usize::MAX)
+        ));
+    }
+    r.seconds = start.elapsed().as_secs_f64();
+    r
+}
+
+/// Boot, capture and check; `Err` for a failure that stops the scenario before its checks.
+/// Failed checks are recorded in `r.checks`.
+fn scenario_body(
+    s: &E2eScenario,
+    cfg: &E2eConfig,
+    inputs: &inputs::Inputs,
+    initramfs: &Path,
+    dir: &Path,
+    r: &mut E2eScenarioReport,
+) -> Result<(), String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mem = format!("{}G", s.mem_gib);
+    let spec = guest::GuestSpec {
+        dir,
+        vmlinuz: &inputs.vmlinuz,
+        initramfs,
+        mem: &mem,
+        smp: s.cpus,
+        append: s.append(),
+        timeout: s.timeout(),
+        verbose: cfg.verbose,
+    };
+    let name = s.name;
+    let mut log = |m: String| println!("e2e: [{name}] {m}");
+    let run = guest::run(&spec, &mut log);
+    let run = match run {
+        Ok(run) => run,
+        Err((why, tl)) => {
+            r.timeline = tl;
+            return Err(why);
+        }
+    };
+    r.timeline = run.timeline.clone();
+    r.verdict = Some(run.verdict.clone());
+    r.serial_bytes = Some(run.serial_bytes);
+    r.details.push(format!(
+        "times: sysrq→first lifeboat line {}, sysrq→verdict {}, QMP dump-guest-memory {}; serial {:.1} MB; verdict {:?}",
+        secs(run.timeline.sysrq_to_first_line()),
+        secs(run.timeline.sysrq_to_verdict()),
+        secs(run.timeline.qemu_dump_seconds),
+        run.serial_bytes as f64 / 1e6,
+        run.verdict
+    ));
+    let console = checks::console_text(&std::fs::read(spec.serial_path()).unwrap_or_default());
+    let reservation = parse_reservation(&console).ok_or(
+        "no \"e2e: iomem: … : Crash kernel\" line: the guest has no crashkernel= reservation",
+    )?;
+    r.reservation = Some(reservation.clone());
+    let system_ram = parse_iomem(&console, "System RAM");
+    if system_ram.is_empty() {
+        return Err("no \"e2e: iomem: … : System RAM\" lines from /init".into());
+    }
+
+    // 1. lifeboat receive
+    let received = check("lifeboat receive", checks::receive(&cfg.lifeboat_host, dir));
+    r.checks.push(received);
+    let vmcore = match std::fs::read(dir.join("vmcore")) {
+        Ok(v) => v,
+        Err(e) => return Err(format!("no vmcore from `lifeboat receive`: {e}")),
+    };
+    r.dump_bytes = Some(vmcore.len() as u64);
+    let layout = dump_layout::DumpLayout::read(&vmcore);
+    let qemu_mem = guest_memory::GuestMemory::open(&spec.qemu_dump_path());
+
+    // 2. CPUs in the dump header (and in QEMU's own notes)
+    r.checks.push(check(
+        "2 CPUs",
+        match (&layout, &qemu_mem) {
+            (Ok(l), Ok(m)) => {
+                let want = s.cpus as usize;
+                if l.nr_cpus as usize == want && l.prstatus.len() == want && m.prstatus_notes == want {
+                    Ok(format!(
+                        "header nr_cpus {}, {} PRSTATUS notes (QEMU: {} vCPUs)",
+                        l.nr_cpus,
+                        l.prstatus.len(),
+                        m.prstatus_notes
+                    ))
+                } else {
+                    Err(format!(
+                        "-smp {want}, but header nr_cpus is {}, the dump has {} PRSTATUS notes, QEMU's dump {}",
+                        l.nr_cpus,
+                        l.prstatus.len(),
+                        m.prstatus_notes
+                    ))
+                }
+            }
+            (Err(e), _) => Err(format!("cannot read the dump's headers: {e}")),
+            (_, Err(e)) => Err(format!("cannot read QEMU's memory dump: {e}")),
+        },
+    ));
+
+    // 3. makedumpfile --dump-dmesg
+    r.checks.push(check(
+        "makedumpfile --dump-dmesg",
+        checks::makedumpfile_dmesg(dir),
+    ));
+    // 4. crash
+    r.checks
+        .push(check("crash bt/log", checks::crash(&inputs.vmlinux, dir)));
+
+    // 5. byte-exact against QEMU's view
+    let page = |a: u64| a / PAGE;
+    let reserved_pfns = page(reservation.start)..reservation.end.div_ceil(PAGE);
+    let mut excl = Exclusions {
+        pfns: vec![reserved_pfns.clone()],
+        why: vec![format!(
+            "crash reservation {:#x}-{:#x} (QEMU sees the capture kernel there)",
+            reservation.start,
+            reservation.end - 1
+        )],
+    };
+    if s.load == LoadMethod::Stock {
+        excl.pfns.insert(0, 0..page(1 << 20));
+        excl.why.push(
+            "low 1 MiB (kexec-tools' purgatory backs up 0-640 KiB; lifeboat dumps the backup)"
+                .into(),
+        );
+    }
+    // 5. RAM coverage by the guest's own /proc/iomem
+    let mut not_expected = vec![reserved_pfns.clone()];
+    if s.load == LoadMethod::LifeboatFile {
+        not_expected.push(0..page(1 << 20));
+    }
+    r.checks.push(check(
+        "RAM coverage",
+        match &layout {
+            Ok(l) => checks::ram_coverage(l, &system_ram, &not_expected),
+            Err(e) => Err(format!("cannot read the dump's headers: {e}")),
+        },
+    ));
+    r.details.push(format!(
+        "guest System RAM (/proc/iomem): {}",
+        system_ram
+            .iter()
+            .map(|r| format!("{:#x}-{:#x}", r.start, r.end - 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    // 6. byte-exact against QEMU's view
+    let compared = match (&layout, &qemu_mem) {
+        (Ok(l), Ok(m)) => checks::compare_with_qemu(
+            &vmcore,
+            l,
+            m,
+            &system_ram,
+            &excl,
+            s.cpus as i32,
+            &inputs.kernel_release,
+        ),
+        (Err(e), _) => Err(format!("cannot read the dump's headers: {e}")),
+        (_, Err(e)) => Err(format!("cannot read QEMU's memory dump: {e}")),
+    };
+    if let Ok(c) = &compared {
+        r.details.push(format!("QEMU RAM: {}", c.qemu_ranges));
+        r.details
+            .push(format!("dump's 1st bitmap: {}", c.dumped_ranges));
+        r.details.push(format!(
+            "excluded from the comparison: {}",
+            excl.why.join("; ")
+        ));
+        r.details.push(format!(
+            "QEMU RAM pages above 1 MiB and outside the reservation that lifeboat did not dump: {}{}",
+            c.not_dumped,
+            if c.not_dumped > 0 { format!(" ({})", c.not_dumped_ranges) } else { String::new() }
+        ));
+        r.comparison = Some(c.clone());
+    }
+    r.checks.push(check(
+        "byte-exact vs QEMU",
+        compared.map(|c| {
+            format!(
+                "{} pages in the dump ({} shared zero), {} compared equal ({} partly RAM, compared within RAM), {} excluded",
+                c.pages_in_dump, c.zero_pages, c.compared, c.partial, c.excluded
+            )
+        }),
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_run_is_file_1g_and_full_is_all() {
+        let names = |v: Vec<E2eScenario>| v.iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(names(select(false, None)), ["file-1g"]);
+        assert_eq!(
+            names(select(true, None)),
+            ["file-1g", "load-1g", "stock-1g", "file-4g"]
+        );
+        assert_eq!(names(select(false, Some("stock"))), ["stock-1g"]);
+        assert_eq!(names(select(false, Some("4g"))), ["file-4g"]);
+        assert!(select(true, Some("nope")).is_empty());
+    }
+
+    #[test]
+    fn timeouts_and_command_lines() {
+        let all = scenarios();
+        assert_eq!(all[0].timeout().as_secs(), 600);
+        assert_eq!(all[3].timeout().as_secs(), 900);
+        assert_eq!(
+            all[2].append(),
+            "console=ttyS0 crashkernel=16M panic=0 e2e.load=stock"
+        );
+    }
+
+    #[test]
+    fn failure_report_has_reason_and_console_tail() {
+        let sc = |name: &str, failure: Option<&str>| E2eScenarioReport {
+            name: name.into(),
+            passed: failure.is_none(),
+            seconds: 1.0,
+            timeline: guest::Timeline {
+                sysrq: Some(3.0),
+                first_lifeboat_line: Some(3.2),
+                verdict: Some(110.0),
+                ..Default::default()
+            },
+            verdict: Some("complete".into()),
+            dump_bytes: Some(50_000_000),
+            serial_bytes: None,
+            reservation: None,
+            comparison: None,
+            checks: vec![check("crash bt/log", Ok("fine".into()))],
+            details: vec![],
+            failure: failure.map(String::from),
+        };
+        let r = E2eReport {
+            kernel: "linux-image-x 1".into(),
+            scenarios: vec![
+                sc("file-1g", None),
+                sc(
+                    "stock-1g",
+                    Some("e2e scenario stock-1g failed: boom\n    | lifeboat: verdict: complete\n"),
+                ),
+            ],
+        };
+        let table = r.to_string();
+        assert!(table.contains("file-1g    PASS"), "{table}");
+        assert!(table.contains("107.0 s"), "{table}");
+        assert!(table.contains("50.0"), "{table}");
+        assert!(table.ends_with("e2e: 1 of 2 scenarios passed"), "{table}");
+        let e = E2eError::Failed(r).to_string();
+        assert_eq!(
+            e,
+            "e2e scenario stock-1g failed: boom\n    | lifeboat: verdict: complete\n1 of 2 e2e scenarios FAILED"
+        );
+    }
+
+    #[test]
+    fn reservation_and_ram_from_iomem_lines() {
+        let c = vec![
+            "e2e: iomem: 00100000-3ffdffff : System RAM".to_string(),
+            "e2e: iomem: 01000000-01ffffff : Kernel code".to_string(),
+            "e2e: iomem: 00001000-0009fbff : System RAM".to_string(),
+            "e2e: iomem:   2b000000-2bffffff : Crash kernel".to_string(),
+        ];
+        assert_eq!(parse_reservation(&c), Some(0x2b000000..0x2c000000));
+        assert_eq!(parse_reservation(&c[..2]), None);
+        assert_eq!(
+            parse_iomem(&c, "System RAM"),
+            vec![0x1000..0x9fc00, 0x100000..0x3ffe0000]
+        );
+    }
+
+    #[test]
+    fn unknown_filter_names_the_scenarios() {
+        let cfg = E2eConfig {
+            bzimage: "/nonexistent".into(),
+            lifeboat_guest: "/nonexistent".into(),
+            lifeboat_host: "/nonexistent".into(),
+            cache_dir: "/nonexistent".into(),
+            work_dir: "/nonexistent".into(),
+            full: false,
+            filter: Some("zzz".into()),
+            verbose: false,
+        };
+        let e = run(&cfg).unwrap_err().to_string();
+        assert!(e.contains("file-1g") && e.contains("stock-1g"), "{e}");
+        let cfg = E2eConfig {
+            filter: None,
+            ..cfg
+        };
+        assert!(matches!(run(&cfg), Err(E2eError::Setup(_))));
+    }
+}
+
+/// Run the e2e scenarios from `cargo test` (the lead's `cargo xtask e2e` is the normal way):
+///
+/// ```sh
+/// E2E_FILTER=stock-1g cargo test --release -p qemu-tests e2e_from_env -- --ignored --nocapture
+/// ```
+///
+/// Paths default to the workspace's `target/` (`target/lifeboat/x86_64/{bzImage,lifeboat}`,
+/// `target/release/lifeboat`, `target/e2e-cache`, `target/e2e`); `E2E_BZIMAGE`,
+/// `E2E_LIFEBOAT_GUEST`, `E2E_LIFEBOAT_HOST`, `E2E_CACHE`, `E2E_WORK` override them;
+/// `E2E_FULL=1` runs every scenario, `E2E_VERBOSE=1` prints the whole console.
+#[cfg(test)]
+mod from_env {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn e2e_from_env() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let target = root.join("target");
+        let path = |var: &str, default: PathBuf| {
+            std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
+        };
+        let cfg = E2eConfig {
+            bzimage: path("E2E_BZIMAGE", target.join("lifeboat/x86_64/bzImage")),
+            lifeboat_guest: path(
+                "E2E_LIFEBOAT_GUEST",
+                target.join("lifeboat/x86_64/lifeboat"),
+            ),
+            lifeboat_host: path("E2E_LIFEBOAT_HOST", target.join("release/lifeboat")),
+            cache_dir: path("E2E_CACHE", target.join("e2e-cache")),
+            work_dir: path("E2E_WORK", target.join("e2e")),
+            full: std::env::var("E2E_FULL").is_ok_and(|v| v == "1"),
+            filter: std::env::var("E2E_FILTER").ok(),
+            verbose: std::env::var("E2E_VERBOSE").is_ok_and(|v| v == "1"),
+        };
+        if let Err(e) = run(&cfg) {
+            panic!("{e}");
+        }
+    }
+}
