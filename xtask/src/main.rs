@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         "build" => image::build_x86_64().map(|i| println!("wrote {} and {}", i.bzimage.display(), i.capture_elf.display())),
         "qemu" => qemu(rest),
         "e2e" => e2e(rest),
+        "bench" => bench(rest),
         "test" => test(),
         "demo" => demo(),
         _ => return usage(),
@@ -73,17 +74,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn qemu(args: &[String]) -> Result<(), String> {
-    let mut filter = None;
-    let mut verbose = false;
+/// Options shared by the test commands.
+#[derive(Default)]
+struct Opts {
+    filter: Option<String>,
+    verbose: bool,
+    full: bool,
+}
+
+fn parse_opts(args: &[String], allow_full: bool) -> Result<Opts, String> {
+    let mut o = Opts::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--filter" => filter = Some(it.next().ok_or("--filter needs a value")?.clone()),
-            "--verbose" | "-v" => verbose = true,
+            "--filter" => o.filter = Some(it.next().ok_or("--filter needs a value")?.clone()),
+            "--verbose" | "-v" => o.verbose = true,
+            "--full" if allow_full => o.full = true,
             other => return Err(format!("unknown option {other}")),
         }
     }
+    Ok(o)
+}
+
+fn qemu(args: &[String]) -> Result<(), String> {
+    let Opts { filter, verbose, .. } = parse_opts(args, false)?;
     setup::check_qemu_tools()?;
     let images = image::build_x86_64()?;
     let lifeboat_bin = build_loader()?;
@@ -99,19 +113,8 @@ fn qemu(args: &[String]) -> Result<(), String> {
     qemu_tests::run_suite(&config).map(|_| ()).map_err(|e| format!("QEMU tests failed: {e}"))
 }
 
-fn e2e(args: &[String]) -> Result<(), String> {
-    let mut filter = None;
-    let mut verbose = false;
-    let mut full = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--filter" => filter = Some(it.next().ok_or("--filter needs a value")?.clone()),
-            "--verbose" | "-v" => verbose = true,
-            "--full" => full = true,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
+fn e2e_config(args: &[String]) -> Result<qemu_tests::e2e::E2eConfig, String> {
+    let Opts { filter, verbose, full } = parse_opts(args, true)?;
     setup::check_qemu_tools()?;
     let images = image::build_x86_64()?;
     let lifeboat_host = build_loader()?;
@@ -126,7 +129,18 @@ fn e2e(args: &[String]) -> Result<(), String> {
         filter,
         verbose,
     };
-    qemu_tests::e2e::run(&config).map(|r| println!("{r}")).map_err(|e| format!("e2e failed: {e}"))
+    Ok(config)
+}
+
+fn e2e(args: &[String]) -> Result<(), String> {
+    let config = e2e_config(args)?;
+    qemu_tests::e2e::run(&config).map(|_| ()).map_err(|e| format!("e2e failed: {e}"))
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    setup::ensure_all()?;
+    let config = e2e_config(args)?;
+    qemu_tests::e2e::bench::run(&config).map(|_| ()).map_err(|e| format!("bench failed: {e}"))
 }
 
 fn test() -> Result<(), String> {
@@ -136,7 +150,23 @@ fn test() -> Result<(), String> {
     e2e(&[])
 }
 
+/// The real thing: a Debian guest panics, lifeboat captures it over serial, and the stock tools
+/// read the dump.
 fn demo() -> Result<(), String> {
     setup::ensure_all()?;
-    qemu(&["--filter".into(), "serial-kform".into(), "--verbose".into()])
+    let config = e2e_config(&["--filter".into(), "file-1g".into()])?;
+    let dir = config.work_dir.join("file-1g");
+    let result = qemu_tests::e2e::run(&config);
+    let show = |title: &str, file: &str, filter: &dyn Fn(&str) -> bool, last: usize| {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| filter(l)).collect();
+        println!("\n==== {title} ({}) ====", dir.join(file).display());
+        for l in &lines[lines.len().saturating_sub(last)..] {
+            println!("{l}");
+        }
+    };
+    show("capture kernel console", "console.txt", &|l| l.starts_with("lifeboat: ") && !l.contains("% "), 40);
+    show("panic log from the dump (makedumpfile --dump-dmesg)", "dmesg.txt", &|_| true, 30);
+    show("backtrace from the dump (crash: bt)", "crash.stdout", &|l| !l.trim_start().starts_with('['), 40);
+    result.map(|_| ()).map_err(|e| format!("demo failed: {e}"))
 }

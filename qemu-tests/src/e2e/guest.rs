@@ -137,7 +137,7 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A running QEMU that is killed when dropped (unless it already exited).
-struct Qemu(Child);
+pub(crate) struct Qemu(pub(crate) Child);
 
 impl Drop for Qemu {
     fn drop(&mut self) {

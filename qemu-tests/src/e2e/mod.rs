@@ -10,6 +10,7 @@
 //! - [`guest_memory`]: QEMU's ELF memory dump; [`dump_layout`]: the dump's own headers;
 //!   [`checks`]: every check. See `qemu-tests/E2E.md`.
 
+pub mod bench;
 pub mod checks;
 pub mod cpio;
 pub mod dump_layout;
@@ -79,6 +80,8 @@ pub struct E2eScenario {
     pub cpus: u32,
     /// In the default (non-full) run.
     pub default: bool,
+    /// The guest's `crashkernel=`.
+    pub crashkernel: &'static str,
 }
 
 impl E2eScenario {
@@ -88,7 +91,8 @@ impl E2eScenario {
     }
     pub fn append(&self) -> String {
         format!(
-            "console=ttyS0 crashkernel={CRASHKERNEL} panic=0 e2e.load={}",
+            "console=ttyS0 crashkernel={} panic=0 e2e.load={}",
+            self.crashkernel,
             self.load.cmdline_word()
         )
     }
@@ -105,6 +109,7 @@ pub fn scenarios() -> Vec<E2eScenario> {
         mem_gib,
         cpus: 2,
         default,
+        crashkernel: CRASHKERNEL,
     };
     vec![
         s("file-1g", LoadMethod::LifeboatFile, 1, true),
@@ -284,6 +289,50 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
             "the static (musl) lifeboat for the guest",
         )?;
     }
+    let (inputs, initramfs) = prepare(cfg)?;
+
+    let mut report = E2eReport {
+        kernel: format!("{} {}", inputs.image_package, inputs.image_version),
+        scenarios: vec![],
+    };
+    let n = selected.len();
+    for (i, s) in selected.iter().enumerate() {
+        println!(
+            "e2e: [{}/{n}] {} ({} GiB, -smp {}, e2e.load={}, timeout {} s) …",
+            i + 1,
+            s.name,
+            s.mem_gib,
+            s.cpus,
+            s.load.cmdline_word(),
+            s.timeout().as_secs()
+        );
+        let r = run_scenario(s, cfg, &inputs, &initramfs);
+        print_scenario(&r);
+        report.scenarios.push(r);
+    }
+    println!("{report}");
+    if report.passed() == n {
+        Ok(report)
+    } else {
+        Err(E2eError::Failed(report))
+    }
+}
+
+pub(crate) fn print_scenario(r: &E2eScenarioReport) {
+    println!("e2e: {} {} ({:.0} s)", if r.passed { "PASS" } else { "FAIL" }, r.name, r.seconds);
+    for c in &r.checks {
+        println!("    {c}");
+    }
+    for d in &r.details {
+        println!("    {d}");
+    }
+    if let Some(f) = &r.failure {
+        print!("{f}");
+    }
+}
+
+/// Fetch the guest kernel (cached) and write the initramfs.
+pub(crate) fn prepare(cfg: &E2eConfig) -> Result<(inputs::Inputs, PathBuf), E2eError> {
     let mut log = |m: String| println!("e2e: {m}");
     let inputs = inputs::prepare(&cfg.cache_dir, &mut log).map_err(E2eError::Setup)?;
     std::fs::create_dir_all(&cfg.work_dir)
@@ -303,46 +352,7 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
         inputs.vmlinuz.display(),
         cpio.len()
     );
-
-    let mut report = E2eReport {
-        kernel: format!("{} {}", inputs.image_package, inputs.image_version),
-        scenarios: vec![],
-    };
-    let n = selected.len();
-    for (i, s) in selected.iter().enumerate() {
-        println!(
-            "e2e: [{}/{n}] {} ({} GiB, -smp {}, e2e.load={}, timeout {} s) …",
-            i + 1,
-            s.name,
-            s.mem_gib,
-            s.cpus,
-            s.load.cmdline_word(),
-            s.timeout().as_secs()
-        );
-        let r = run_scenario(s, cfg, &inputs, &initramfs);
-        println!(
-            "e2e: {} {} ({:.0} s)",
-            if r.passed { "PASS" } else { "FAIL" },
-            r.name,
-            r.seconds
-        );
-        for c in &r.checks {
-            println!("    {c}");
-        }
-        for d in &r.details {
-            println!("    {d}");
-        }
-        if let Some(f) = &r.failure {
-            print!("{f}");
-        }
-        report.scenarios.push(r);
-    }
-    println!("{report}");
-    if report.passed() == n {
-        Ok(report)
-    } else {
-        Err(E2eError::Failed(report))
-    }
+    Ok((inputs, initramfs))
 }
 
 /// The `/proc/iomem` lines `/init` printed (`e2e: iomem: 2b000000-2bffffff : Crash kernel`) with
@@ -372,7 +382,7 @@ pub fn parse_reservation(console: &[String]) -> Option<Range<u64>> {
     parse_iomem(console, "Crash kernel").into_iter().next()
 }
 
-fn run_scenario(
+pub(crate) fn run_scenario(
     s: &E2eScenario,
     cfg: &E2eConfig,
     inputs: &inputs::Inputs,
