@@ -147,7 +147,8 @@ fn test() -> Result<(), String> {
     setup::ensure_all()?;
     run(cargo().args(["test", "--workspace"]))?;
     qemu(&[])?;
-    e2e(&[])
+    // Every real-crash scenario (~12 minutes under TCG): the three load paths, 1 and 4 GiB.
+    e2e(&["--full".into()])
 }
 
 /// The real thing: a Debian guest panics, lifeboat captures it over serial, and the stock tools

@@ -28,6 +28,31 @@ fail() {
 mode=$(sed -n 's/.*e2e\.load=\([a-z]*\).*/\1/p' /proc/cmdline)
 echo "e2e: scenario e2e.load=$mode, kernel $(uname -r)"
 grep -E 'System RAM|Crash kernel' /proc/iomem | while read -r line; do echo "e2e: iomem: $line"; done
+# Loader checks (e2e.load=loader): run lifeboat's subcommands, print each one's output and
+# exit status between markers, and power off; the harness checks the messages.
+run() {
+    echo "e2e: run: $*"
+    out=$("$@" 2>&1)
+    rc=$?
+    echo "$out" | while IFS= read -r l; do echo "e2e: out: $l"; done
+    echo "e2e: exit: $rc"
+}
+if [ "$mode" = loader ]; then
+    L=/lifeboat/lifeboat
+    run $L estimate --payload /lifeboat/bzImage
+    run $L status
+    run $L load --payload /bin/busybox lifeboat.action=halt
+    run $L load --payload /lifeboat/bzImage lifeboat.acton=halt
+    run $L load --payload /lifeboat/bzImage lifeboat.action=halt
+    run $L status
+    run $L unload
+    run $L status
+    run $L load --payload /lifeboat/bzImage --syscall kexec_load lifeboat.action=halt
+    run $L unload
+    echo "e2e: loader checks done"
+    poweroff -f
+    sleep 10
+fi
 case "$mode" in
 file)
     /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_file_load lifeboat.action=halt || fail "lifeboat load (kexec_file_load) exit $?"

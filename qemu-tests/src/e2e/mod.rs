@@ -18,6 +18,7 @@ pub mod guest;
 pub mod guest_memory;
 pub mod initramfs;
 pub mod inputs;
+pub mod loader_checks;
 
 use std::fmt;
 use std::ops::Range;
@@ -264,7 +265,12 @@ impl std::error::Error for E2eError {}
 /// Run the selected scenarios, printing progress to stdout. `Ok` only if all passed.
 pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
     let selected = select(cfg.full, cfg.filter.as_deref());
-    if selected.is_empty() {
+    // The loader checks are cheap (no capture): in every run unless a filter picks others.
+    let loader: Vec<_> = loader_checks::scenarios()
+        .into_iter()
+        .filter(|s| cfg.filter.as_deref().is_none_or(|f| s.name.contains(f)))
+        .collect();
+    if selected.is_empty() && loader.is_empty() {
         return Err(E2eError::NoScenario {
             filter: cfg.filter.clone().unwrap_or_default(),
             known: scenarios().iter().map(|s| s.name).collect(),
@@ -282,7 +288,7 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
     };
     need(&cfg.bzimage, "the capture kernel")?;
     need(&cfg.lifeboat_host, "the host lifeboat tool")?;
-    let guest_tool = selected.iter().any(|s| s.load.needs_lifeboat_guest());
+    let guest_tool = !loader.is_empty() || selected.iter().any(|s| s.load.needs_lifeboat_guest());
     if guest_tool {
         need(
             &cfg.lifeboat_guest,
@@ -295,8 +301,20 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
         kernel: format!("{} {}", inputs.image_package, inputs.image_version),
         scenarios: vec![],
     };
-    let n = selected.len();
+    let n = selected.len() + loader.len();
+    for (i, s) in loader.iter().enumerate() {
+        println!(
+            "e2e: [{}/{n}] {} (lifeboat estimate/load/status/unload, crashkernel={}) …",
+            i + 1,
+            s.name,
+            s.crashkernel.unwrap_or("none")
+        );
+        let r = loader_checks::run(s, &cfg.work_dir, &inputs.vmlinuz, &initramfs);
+        print_scenario(&r);
+        report.scenarios.push(r);
+    }
     for (i, s) in selected.iter().enumerate() {
+        let i = i + loader.len();
         println!(
             "e2e: [{}/{n}] {} ({} GiB, -smp {}, e2e.load={}, timeout {} s) …",
             i + 1,
