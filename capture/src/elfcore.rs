@@ -36,12 +36,12 @@ pub const EM_X86_64: u16 = 62;
 /// `EM_AARCH64`.
 pub const EM_AARCH64: u16 = 183;
 
-const ELFCLASS64: u8 = 2;
-const ELFDATA2LSB: u8 = 1;
-const EV_CURRENT: u8 = 1;
-const ET_CORE: u16 = 4;
-const PT_LOAD: u32 = 1;
-const PT_NOTE: u32 = 4;
+pub const ELFCLASS64: u8 = 2;
+pub const ELFDATA2LSB: u8 = 1;
+pub const EV_CURRENT: u8 = 1;
+pub const ET_CORE: u16 = 4;
+pub const PT_LOAD: u32 = 1;
+pub const PT_NOTE: u32 = 4;
 /// `NT_PRSTATUS`: a CPU's registers, in a note named "CORE".
 pub const NT_PRSTATUS: u32 = 1;
 /// The VMCOREINFO note's type (in a note named "VMCOREINFO").

@@ -14,18 +14,12 @@
 use crate::memmap::{Range, RegionKind};
 use std::fmt;
 
-const ACPI_RSDP_ADDR: usize = 0x070;
-const EXT_CMD_LINE_PTR: usize = 0x0C8;
-const E820_ENTRIES: usize = 0x1E8;
-const SETUP_HEADER: usize = 0x1F1;
-/// End of the room for the setup header in `struct boot_params` (`edd_mbr_sig_buffer`).
-const SETUP_HEADER_END: usize = 0x290;
-const TYPE_OF_LOADER: usize = 0x210;
-const CMD_LINE_PTR: usize = 0x228;
-const E820_TABLE: usize = 0x2D0;
-/// `E820_MAX_ENTRIES_ZEROPAGE`.
-pub const E820_MAX: usize = 128;
-const E820_ENTRY_SIZE: usize = 20;
+// `struct boot_params` offsets: one definition, shared with the capture kernel's parser.
+use lifeboat_arch::x86_64::bootparam::zp::{
+    ACPI_RSDP_ADDR, CMD_LINE_PTR, E820_ENTRIES, E820_ENTRY_SIZE, E820_MAX_ENTRIES_ZEROPAGE as E820_MAX,
+    E820_TABLE, EXT_CMD_LINE_PTR, SETUP_HEADER_END, TYPE_OF_LOADER,
+};
+use lifeboat_arch::x86_64::bootparam::SETUP_HEADER_OFFSET as SETUP_HEADER;
 /// `type_of_loader` for kexec.
 pub const LOADER_KEXEC: u8 = 0xD0;
 

@@ -15,15 +15,13 @@
 use crate::memmap::Range;
 use std::fmt;
 
-const EHDR_SIZE: usize = 64;
-const PHDR_SIZE: usize = 56;
-const PT_LOAD: u32 = 1;
-const PT_NOTE: u32 = 4;
-const ET_CORE: u16 = 4;
-const EM_X86_64: u16 = 62;
+// ELF core-header constants and limits: the capture kernel's own, so what `lifeboat load`
+// builds is what the capture kernel accepts.
+pub use lifeboat_capture::elfcore::MAX_PHNUM;
+use lifeboat_capture::elfcore::{
+    EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_CORE, EV_CURRENT, PHDR_SIZE, PT_LOAD, PT_NOTE,
+};
 const PF_RWX: u32 = 7;
-/// The capture kernel rejects more program headers than this (`elfcore::MAX_PHNUM`).
-pub const MAX_PHNUM: usize = 8192;
 /// Note size assumed when `crash_notes_size` is missing (kexec-tools `MAX_NOTE_BYTES`).
 pub const DEFAULT_CRASH_NOTES_SIZE: u64 = 4096;
 
@@ -93,13 +91,13 @@ impl CoreLayout {
             return Err(ElfCoreBuildError::NoCpuNotes);
         }
         let phnum = self.phnum();
-        if phnum > MAX_PHNUM {
+        if phnum > usize::from(MAX_PHNUM) {
             return Err(ElfCoreBuildError::TooManyHeaders { count: phnum });
         }
         let mut b = Vec::with_capacity(self.size());
         // Elf64_Ehdr
         b.extend_from_slice(b"\x7fELF");
-        b.extend_from_slice(&[2, 1, 1, 0]); // ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_NONE
+        b.extend_from_slice(&[ELFCLASS64, ELFDATA2LSB, EV_CURRENT, 0]); // ELFOSABI_NONE
         b.extend_from_slice(&[0; 8]);
         b.extend_from_slice(&ET_CORE.to_le_bytes());
         b.extend_from_slice(&EM_X86_64.to_le_bytes());
@@ -288,7 +286,7 @@ mod tests {
         assert_eq!(
             l.build().unwrap_err(),
             ElfCoreBuildError::TooManyHeaders {
-                count: MAX_PHNUM + 1
+                count: usize::from(MAX_PHNUM) + 1
             }
         );
     }

@@ -394,16 +394,7 @@ fn receive_and_rebuild(
     details: &mut Vec<String>,
 ) -> Result<Vec<u8>, Failed> {
     let p = |n: &str| dir.join(n);
-    let mut c = Command::new(&cfg.lifeboat_bin);
-    c.arg("receive")
-        .arg("--serial")
-        .arg(p("serial.bin"))
-        .arg("-o")
-        .arg(p("vmcore"))
-        .arg("--flat")
-        .arg(p("vmcore.flat"))
-        .arg("--console")
-        .arg(p("console.txt"));
+    let c = qemu::receive_command(&cfg.lifeboat_bin, dir);
     let fin = qemu::run_with_timeout(
         c,
         None,

@@ -71,11 +71,15 @@ pub mod zp {
     pub const ACPI_RSDP_ADDR: usize = 0x070;
     pub const EXT_CMD_LINE_PTR: usize = 0x0C8;
     pub const E820_ENTRIES: usize = 0x1E8;
+    pub const TYPE_OF_LOADER: usize = 0x210;
     pub const CMD_LINE_PTR: usize = 0x228;
     pub const CMDLINE_SIZE: usize = 0x238;
     pub const SETUP_DATA: usize = 0x250;
+    /// End of the room for the setup header (`edd_mbr_sig_buffer` follows).
+    pub const SETUP_HEADER_END: usize = 0x290;
     pub const E820_TABLE: usize = 0x2D0;
     pub const E820_MAX_ENTRIES_ZEROPAGE: usize = 128;
+    pub const E820_ENTRY_SIZE: usize = 20;
 }
 
 /// `struct boot_e820_entry`.

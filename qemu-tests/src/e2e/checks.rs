@@ -57,17 +57,8 @@ fn tail_of(path: &Path, n: usize) -> String {
 /// `lifeboat receive`: exit 0 (complete) and the verdict line in its console output.
 pub fn receive(lifeboat_host: &Path, dir: &Path) -> Result<String, String> {
     let p = |n: &str| dir.join(n);
-    let mut c = Command::new(lifeboat_host);
-    c.arg("receive")
-        .arg("--serial")
-        .arg(p("serial.bin"))
-        .arg("-o")
-        .arg(p("vmcore"))
-        .arg("--flat")
-        .arg(p("vmcore.flat"))
-        .arg("--console")
-        .arg(p("console.txt"))
-        .arg("--quiet");
+    let mut c = qemu::receive_command(lifeboat_host, dir);
+    c.arg("--quiet");
     let fin = run_with_timeout(
         c,
         None,

@@ -102,20 +102,7 @@ pub fn judge(s: &LoaderScenario, runs: &[Ran]) -> Vec<Check> {
 pub fn run(s: &LoaderScenario, work_dir: &Path, vmlinuz: &Path, initramfs: &Path) -> E2eScenarioReport {
     let start = Instant::now();
     let dir = work_dir.join(s.name);
-    let mut r = E2eScenarioReport {
-        name: s.name.into(),
-        passed: false,
-        seconds: 0.0,
-        timeline: Default::default(),
-        verdict: None,
-        dump_bytes: None,
-        serial_bytes: None,
-        reservation: None,
-        comparison: None,
-        checks: vec![],
-        details: vec![],
-        failure: None,
-    };
+    let mut r = E2eScenarioReport::new(s.name);
     let _ = std::fs::remove_dir_all(&dir);
     let outcome = (|| -> Result<Vec<String>, String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

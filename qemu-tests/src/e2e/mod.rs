@@ -159,6 +159,26 @@ pub struct E2eReport {
     pub scenarios: Vec<E2eScenarioReport>,
 }
 
+impl E2eScenarioReport {
+    /// A report with nothing run yet.
+    pub fn new(name: &str) -> Self {
+        E2eScenarioReport {
+            name: name.into(),
+            passed: false,
+            seconds: 0.0,
+            timeline: Default::default(),
+            verdict: None,
+            dump_bytes: None,
+            serial_bytes: None,
+            reservation: None,
+            comparison: None,
+            checks: vec![],
+            details: vec![],
+            failure: None,
+        }
+    }
+}
+
 impl E2eReport {
     pub fn passed(&self) -> usize {
         self.scenarios.iter().filter(|s| s.passed).count()
@@ -408,20 +428,7 @@ pub(crate) fn run_scenario(
 ) -> E2eScenarioReport {
     let start = Instant::now();
     let dir = cfg.work_dir.join(s.name);
-    let mut r = E2eScenarioReport {
-        name: s.name.into(),
-        passed: false,
-        seconds: 0.0,
-        timeline: Default::default(),
-        verdict: None,
-        dump_bytes: None,
-        serial_bytes: None,
-        reservation: None,
-        comparison: None,
-        checks: vec![],
-        details: vec![],
-        failure: None,
-    };
+    let mut r = E2eScenarioReport::new(s.name);
     let reason = scenario_body(s, cfg, inputs, initramfs, &dir, &mut r).err();
     let console = checks::console_text(&std::fs::read(dir.join("serial.bin")).unwrap_or_default());
     let failed_checks: Vec<&Check> = r.checks.iter().filter(|c| !c.passed).collect();
