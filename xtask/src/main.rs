@@ -158,16 +158,35 @@ fn demo() -> Result<(), String> {
     let config = e2e_config(&["--filter".into(), "file-1g".into()])?;
     let dir = config.work_dir.join("file-1g");
     let result = qemu_tests::e2e::run(&config);
-    let show = |title: &str, file: &str, filter: &dyn Fn(&str) -> bool, last: usize| {
+    // Print the lines of `file` from the first one containing `from` (or the start), up to
+    // the first one after it for which `stop` holds, at most `max`.
+    let show = |title: &str, file: &str, from: &str, stop: &dyn Fn(&str) -> bool, max: usize| {
         let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().filter(|l| filter(l)).collect();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.iter().position(|l| l.contains(from)).unwrap_or(0);
         println!("\n==== {title} ({}) ====", dir.join(file).display());
-        for l in &lines[lines.len().saturating_sub(last)..] {
+        // Progress lines (every 2 s) are summarised: the first and the last are shown.
+        let progress = |l: &str| l.contains("% ") && l.ends_with("so far");
+        let mut skipped = 0;
+        for (i, l) in lines[start..].iter().enumerate() {
+            if i >= max || (i > 0 && stop(l)) {
+                break;
+            }
+            let next_is_progress = lines.get(start + i + 1).is_some_and(|n| progress(n));
+            let prev_is_progress = i > 0 && progress(lines[start + i - 1]);
+            if progress(l) && prev_is_progress && next_is_progress {
+                skipped += 1;
+                continue;
+            }
+            if skipped > 0 {
+                println!("    ({skipped} more progress lines)");
+                skipped = 0;
+            }
             println!("{l}");
         }
     };
-    show("capture kernel console", "console.txt", &|l| l.starts_with("lifeboat: ") && !l.contains("% "), 40);
-    show("panic log from the dump (makedumpfile --dump-dmesg)", "dmesg.txt", &|_| true, 30);
-    show("backtrace from the dump (crash: bt)", "crash.stdout", &|l| !l.trim_start().starts_with('['), 40);
+    show("capture kernel console", "console.txt", "lifeboat: lifeboat", &|l| !l.starts_with("lifeboat: "), 200);
+    show("panic log from the dump (makedumpfile --dump-dmesg)", "dmesg.txt", "sysrq: Trigger a crash", &|_| false, 24);
+    show("backtrace from the dump (crash: bt)", "crash.stdout", "PID:", &|l| l.trim_start().starts_with('['), 40);
     result.map(|_| ()).map_err(|e| format!("demo failed: {e}"))
 }
