@@ -6,7 +6,11 @@
 //! | word | meaning |
 //! |---|---|
 //! | `elfcorehdr=[size@]addr` | where the crashed kernel's ELF core header is (set by the loader) |
-//! | `lifeboat.sink=serial` | where the dump goes (a comma-separated list; only `serial` now) |
+//! | `lifeboat.sink=LIST` | where the dump goes: `serial`, `blk[:<pci address>\|:<serial>]`, `net:<ip>:<port>`, comma-separated, tried in order |
+//! | `lifeboat.ip=<a.b.c.d>/<prefix>\|dhcp`, `lifeboat.gw=<a.b.c.d>` | address for `net:` sinks (default dhcp) |
+//! | `lifeboat.nic=<mac>\|<pci address>` | which virtio-net card (default the first) |
+//! | `lifeboat.net_wait=<seconds>` | how long to keep trying the server (default 60) |
+//! | `lifeboat.host=`, `lifeboat.bootid=` | the crashed machine's identity for the dump server (set by `lifeboat load`) |
 //! | `lifeboat.serial=ttyS0\|…\|0x2f8[,baud]` | which UART and speed |
 //! | `lifeboat.action=reboot\|halt\|poweroff` | what to do when the dump is written |
 //! | `lifeboat.level=N` | makedumpfile dump level 0..31 (only 0 and 1 implemented) |
@@ -91,25 +95,171 @@ impl ElfCoreHdrArg {
 }
 
 /// Where the dump goes.
+/// A PCI function address, `[segment:]bus:device.function` in hex as `lspci -D` prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PciAddr {
+    pub segment: u16,
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl PciAddr {
+    /// `0000:00:05.0` or `00:05.0`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (seg, bus, devfn) = match parts.as_slice() {
+            [seg, bus, devfn] => (*seg, *bus, *devfn),
+            [bus, devfn] => ("0", *bus, *devfn),
+            _ => return None,
+        };
+        let (dev, func) = devfn.split_once('.')?;
+        let hex = |t: &str, max: u32| -> Option<u32> {
+            if t.is_empty() || t.len() > 4 {
+                return None;
+            }
+            u32::from_str_radix(t, 16).ok().filter(|&v| v <= max)
+        };
+        Some(PciAddr {
+            segment: hex(seg, 0xffff)? as u16,
+            bus: hex(bus, 0xff)? as u8,
+            device: hex(dev, 31)? as u8,
+            function: hex(func, 7)? as u8,
+        })
+    }
+}
+
+impl fmt::Display for PciAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.segment, self.bus, self.device, self.function)
+    }
+}
+
+/// Which virtio-blk disk receives the dump (`blk`, `blk:<pci address>`, `blk:<serial>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlkSelector {
+    /// Bare `blk`: the only virtio-blk disk there is; refused when there are several, so a
+    /// dump never lands on the wrong disk by default.
+    Only,
+    /// The disk at this PCI address.
+    Pci(PciAddr),
+    /// The disk whose virtio-blk serial (QEMU `-drive …,serial=`, `/sys/block/vdX/serial`)
+    /// is exactly this.
+    Serial(String),
+}
+
+impl fmt::Display for BlkSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlkSelector::Only => f.write_str("the only virtio-blk disk"),
+            BlkSelector::Pci(a) => write!(f, "the virtio-blk disk at PCI {}", a),
+            BlkSelector::Serial(s) => write!(f, "the virtio-blk disk with serial '{}'", s),
+        }
+    }
+}
+
+/// An IPv4 address, `a.b.c.d`.
+pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for o in out.iter_mut() {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// `a.b.c.d` for display.
+pub struct Ipv4Fmt(pub [u8; 4]);
+
+impl fmt::Display for Ipv4Fmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d] = self.0;
+        write!(f, "{}.{}.{}.{}", a, b, c, d)
+    }
+}
+
+/// The dump server of a `net:<ip>:<port>` sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetTarget {
+    pub server: [u8; 4],
+    pub port: u16,
+}
+
+impl fmt::Display for NetTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", Ipv4Fmt(self.server), self.port)
+    }
+}
+
+/// One place the dump can go. `lifeboat.sink=` is a comma-separated list of these, tried in
+/// order until one takes the whole dump (like FreeBSD's `dumpon` list).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SinkSpec {
-    /// The serial port of [`CaptureOptions::serial`], as a framed flattened stream.
+    /// Framed on a UART (`lifeboat.serial=`), see `docs/serial-framing.md`.
     Serial,
+    /// Written as a raw kdump-compressed image at offset 0 of a virtio-blk disk.
+    Blk(BlkSelector),
+    /// Sent over TCP to a `lifeboat serve` dump server, see `docs/net-protocol.md`.
+    Net(NetTarget),
 }
 
 impl SinkSpec {
-    /// Names accepted in `lifeboat.sink=`.
-    const KNOWN: &'static str = "serial";
+    const KNOWN: &'static str = "serial, blk[:<pci address>|:<serial>], net:<server ip>:<port>";
 
-    /// Parses one item of the `lifeboat.sink=` list.
     fn parse_item(item: &str) -> Result<Self, String> {
-        match item {
-            "serial" => Ok(SinkSpec::Serial),
+        let (kind, arg) = match item.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (item, None),
+        };
+        match (kind, arg) {
+            ("serial", None) => Ok(SinkSpec::Serial),
+            ("blk", None) => Ok(SinkSpec::Blk(BlkSelector::Only)),
+            ("blk", Some(sel)) => {
+                if let Some(serial) = sel.strip_prefix("serial=") {
+                    return Self::blk_serial(serial);
+                }
+                if let Some(pci) = sel.strip_prefix("pci=") {
+                    return PciAddr::parse(pci)
+                        .map(|a| SinkSpec::Blk(BlkSelector::Pci(a)))
+                        .ok_or_else(|| format!("'{}' is not a PCI address like 0000:00:05.0", pci));
+                }
+                match PciAddr::parse(sel) {
+                    Some(a) => Ok(SinkSpec::Blk(BlkSelector::Pci(a))),
+                    None => Self::blk_serial(sel),
+                }
+            }
+            ("net", Some(target)) => {
+                let (ip, port) = target
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("net:{}: expected net:<server ip>:<port>", target))?;
+                let server = parse_ipv4(ip).ok_or_else(|| format!("net:{}: '{}' is not an IPv4 address", target, ip))?;
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| format!("net:{}: '{}' is not a TCP port 1-65535", target, port))?;
+                if server == [0, 0, 0, 0] || server == [255, 255, 255, 255] {
+                    return Err(format!("net:{}: not a server address", target));
+                }
+                Ok(SinkSpec::Net(NetTarget { server, port }))
+            }
+            ("net", None) => Err(String::from("net needs a server: net:<server ip>:<port>")),
             _ => Err(format!("unknown sink '{}' (known: {})", item, Self::KNOWN)),
         }
     }
 
-    /// Parses the whole `lifeboat.sink=` list, in order.
+    fn blk_serial(serial: &str) -> Result<Self, String> {
+        // virtio-blk serials are at most 20 bytes (VIRTIO_BLK_ID_BYTES).
+        if serial.is_empty() || serial.len() > 20 || !serial.bytes().all(|c| c.is_ascii_graphic()) {
+            return Err(format!("blk:{}: a disk serial is 1-20 printable characters", serial));
+        }
+        Ok(SinkSpec::Blk(BlkSelector::Serial(String::from(serial))))
+    }
+
     fn parse_list(v: &str) -> Result<Vec<Self>, String> {
         if v.is_empty() {
             return Err(String::from("empty sink list"));
@@ -122,11 +272,94 @@ impl fmt::Display for SinkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SinkSpec::Serial => f.write_str("serial"),
+            SinkSpec::Blk(BlkSelector::Only) => f.write_str("blk"),
+            SinkSpec::Blk(BlkSelector::Pci(a)) => write!(f, "blk:{}", a),
+            SinkSpec::Blk(BlkSelector::Serial(s)) => write!(f, "blk:serial={}", s),
+            SinkSpec::Net(t) => write!(f, "net:{}", t),
         }
     }
 }
 
-/// A 16550 UART on x86 I/O ports.
+/// How the capture kernel gets its IPv4 address (`lifeboat.ip=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpConfig {
+    /// `lifeboat.ip=<a.b.c.d>/<prefix>`: the default; `lifeboat load` fills it in from the
+    /// interface that routes to the server.
+    Static { addr: [u8; 4], prefix: u8 },
+    /// `lifeboat.ip=dhcp`.
+    Dhcp,
+}
+
+impl fmt::Display for IpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpConfig::Static { addr, prefix } => write!(f, "{}/{}", Ipv4Fmt(*addr), prefix),
+            IpConfig::Dhcp => f.write_str("dhcp"),
+        }
+    }
+}
+
+/// Which network card a net sink uses (`lifeboat.nic=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicSelector {
+    Mac([u8; 6]),
+    Pci(PciAddr),
+}
+
+impl NicSelector {
+    fn parse(s: &str) -> Option<Self> {
+        if let Some(a) = PciAddr::parse(s) {
+            return Some(NicSelector::Pci(a));
+        }
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for m in mac.iter_mut() {
+            let p = parts.next()?;
+            if p.len() != 2 {
+                return None;
+            }
+            *m = u8::from_str_radix(p, 16).ok()?;
+        }
+        parts.next().is_none().then_some(NicSelector::Mac(mac))
+    }
+}
+
+impl fmt::Display for NicSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NicSelector::Mac(m) => write!(
+                f,
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            ),
+            NicSelector::Pci(a) => write!(f, "{}", a),
+        }
+    }
+}
+
+/// Network settings for `net:` sinks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetOptions {
+    /// `None`: not given; the capture kernel uses DHCP and says so.
+    pub ip: Option<IpConfig>,
+    /// `lifeboat.gw=`: the router for a server outside the local subnet.
+    pub gw: Option<[u8; 4]>,
+    /// `lifeboat.nic=`: default the first virtio-net card.
+    pub nic: Option<NicSelector>,
+    /// `lifeboat.net_wait=<seconds>`: how long to keep trying to reach the server (connect,
+    /// reconnect after a lost connection) before giving up on this sink.
+    pub wait_secs: u32,
+}
+
+/// Default for [`NetOptions::wait_secs`].
+pub const DEFAULT_NET_WAIT_SECS: u32 = 60;
+
+impl Default for NetOptions {
+    fn default() -> Self {
+        Self { ip: None, gw: None, nic: None, wait_secs: DEFAULT_NET_WAIT_SECS }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SerialSpec {
     /// Base I/O port (0x3f8 = ttyS0).
@@ -212,7 +445,15 @@ pub const DEFAULT_LEVEL: u8 = 1;
 pub struct CaptureOptions {
     /// `None`: the loader did not say where the ELF core header is (not a kdump boot).
     pub elfcorehdr: Option<ElfCoreHdrArg>,
-    pub sink: SinkSpec,
+    /// Tried in order until one takes the dump; never empty.
+    pub sinks: Vec<SinkSpec>,
+    pub net: NetOptions,
+    /// `lifeboat.host=`: the crashed machine's name for the dump server (the loader writes
+    /// it; default: the crashed kernel's utsname nodename).
+    pub host: Option<String>,
+    /// `lifeboat.bootid=`: the crashed boot's `/proc/sys/kernel/random/boot_id` (written by
+    /// the loader).
+    pub boot_id: Option<String>,
     pub serial: SerialSpec,
     pub action: Action,
     /// makedumpfile dump level (bit mask, 0..=31).
@@ -225,7 +466,10 @@ impl Default for CaptureOptions {
     fn default() -> Self {
         Self {
             elfcorehdr: None,
-            sink: SinkSpec::Serial,
+            sinks: alloc::vec![SinkSpec::Serial],
+            net: NetOptions::default(),
+            host: None,
+            boot_id: None,
             serial: SerialSpec::default(),
             action: Action::Reboot,
             level: DEFAULT_LEVEL,
@@ -276,20 +520,58 @@ pub fn parse(cmdline: &str) -> (CaptureOptions, Vec<String>) {
         let v = value.unwrap_or("");
         match name {
             "sink" => match SinkSpec::parse_list(v) {
-                Ok(list) => {
-                    // Only one sink exists so far; the list form is for the ones to come.
-                    o.sink = list[0];
-                    if list.len() > 1 {
-                        warnings.push(format!(
-                            "lifeboat.sink={}: only one sink is supported yet: using {}",
-                            v, o.sink
-                        ));
-                    }
-                }
+                Ok(list) => o.sinks = list,
                 Err(why) => {
-                    o.sink = SinkSpec::Serial;
+                    o.sinks = alloc::vec![SinkSpec::Serial];
                     warnings.push(format!("lifeboat.sink={}: {}: using serial", v, why));
                 }
+            },
+            "ip" => {
+                o.net.ip = if v == "dhcp" {
+                    Some(IpConfig::Dhcp)
+                } else {
+                    let parsed = v.split_once('/').and_then(|(a, p)| {
+                        let prefix = p.parse::<u8>().ok().filter(|&p| (1..=32).contains(&p))?;
+                        Some(IpConfig::Static { addr: parse_ipv4(a)?, prefix })
+                    });
+                    if parsed.is_none() {
+                        warnings.push(format!("lifeboat.ip={} is not <a.b.c.d>/<prefix> or dhcp: using dhcp", v));
+                    }
+                    Some(parsed.unwrap_or(IpConfig::Dhcp))
+                }
+            }
+            "gw" => {
+                o.net.gw = parse_ipv4(v);
+                if o.net.gw.is_none() {
+                    warnings.push(format!("lifeboat.gw={} is not an IPv4 address: no gateway", v));
+                }
+            }
+            "nic" => {
+                o.net.nic = NicSelector::parse(v);
+                if o.net.nic.is_none() {
+                    warnings.push(format!(
+                        "lifeboat.nic={} is not a MAC (52:54:00:12:34:56) or PCI address (0000:00:03.0): using the first virtio-net card",
+                        v
+                    ));
+                }
+            }
+            "net_wait" => match v.parse::<u32>() {
+                Ok(s) if (1..=3600).contains(&s) => o.net.wait_secs = s,
+                _ => {
+                    o.net.wait_secs = DEFAULT_NET_WAIT_SECS;
+                    warnings.push(format!(
+                        "lifeboat.net_wait={} is not 1-3600 seconds: using {}",
+                        v, DEFAULT_NET_WAIT_SECS
+                    ));
+                }
+            },
+            "host" => match sanitize_name(v, 64) {
+                Some(h) => o.host = Some(h),
+                None => warnings.push(format!("lifeboat.host={} is not a host name: ignored", v)),
+            },
+            "bootid" => match sanitize_name(v, 64) {
+                Some(b) => o.boot_id = Some(b),
+                None => warnings.push(format!("lifeboat.bootid={} is not a boot id: ignored", v)),
             },
             "serial" => parse_serial(v, &mut o, &mut warnings),
             "action" => match Action::parse(v) {
@@ -331,6 +613,14 @@ pub fn parse(cmdline: &str) -> (CaptureOptions, Vec<String>) {
         }
     }
     (o, warnings)
+}
+
+/// `Some` if `v` is 1..=`max` characters of `[A-Za-z0-9._-]` (host names, boot ids).
+fn sanitize_name(v: &str, max: usize) -> Option<String> {
+    let ok = !v.is_empty()
+        && v.len() <= max
+        && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_');
+    ok.then(|| String::from(v))
 }
 
 fn parse_elfcorehdr(v: &str, o: &mut CaptureOptions, warnings: &mut Vec<String>) {
@@ -456,7 +746,7 @@ mod tests {
              lifeboat.level=0 lifeboat.exit_port=0xf4",
         );
         assert!(w.is_empty(), "{:?}", w);
-        assert_eq!(o.sink, SinkSpec::Serial);
+        assert_eq!(o.sinks, [SinkSpec::Serial]);
         assert_eq!(o.serial, SerialSpec { port: 0x2f8, baud: 9600 });
         assert_eq!(o.action, Action::Poweroff);
         assert_eq!(o.level, 0);
@@ -486,11 +776,84 @@ mod tests {
         assert!(w[2].contains("using reboot"));
         assert!(w[3].contains("lifeboat.frob"));
         let (o, w) = parse("lifeboat.sink=tape lifeboat.exit_port=0x10000 lifeboat.action");
-        assert_eq!(o.sink, SinkSpec::Serial);
+        assert_eq!(o.sinks, [SinkSpec::Serial]);
         assert_eq!(o.exit_port, None);
         assert_eq!(w.len(), 3, "{:?}", w);
         assert!(w[0].contains("unknown sink 'tape'"));
-        let (_, w) = parse("lifeboat.sink=serial,serial");
+        let (o, w) = parse("lifeboat.sink=serial,serial");
+        assert!(w.is_empty());
+        assert_eq!(o.sinks, [SinkSpec::Serial, SinkSpec::Serial]);
+    }
+
+    #[test]
+    fn sink_lists() {
+        let (o, w) = parse(
+            "lifeboat.sink=net:10.0.2.2:9000,blk:0000:00:05.0,blk:dumpdisk,blk:serial=0a:b,blk,serial \
+             lifeboat.ip=10.0.2.15/24 lifeboat.gw=10.0.2.2 lifeboat.nic=52:54:00:12:34:56 \
+             lifeboat.net_wait=30 lifeboat.host=web-01.example lifeboat.bootid=0f1e2d3c-aaaa",
+        );
+        assert!(w.is_empty(), "{:?}", w);
+        let pci = PciAddr { segment: 0, bus: 0, device: 5, function: 0 };
+        assert_eq!(
+            o.sinks,
+            [
+                SinkSpec::Net(NetTarget { server: [10, 0, 2, 2], port: 9000 }),
+                SinkSpec::Blk(BlkSelector::Pci(pci)),
+                SinkSpec::Blk(BlkSelector::Serial(String::from("dumpdisk"))),
+                SinkSpec::Blk(BlkSelector::Serial(String::from("0a:b"))),
+                SinkSpec::Blk(BlkSelector::Only),
+                SinkSpec::Serial,
+            ]
+        );
+        assert_eq!(o.net.ip, Some(IpConfig::Static { addr: [10, 0, 2, 15], prefix: 24 }));
+        assert_eq!(o.net.gw, Some([10, 0, 2, 2]));
+        assert_eq!(o.net.nic, Some(NicSelector::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])));
+        assert_eq!(o.net.wait_secs, 30);
+        assert_eq!(o.host.as_deref(), Some("web-01.example"));
+        assert_eq!(o.boot_id.as_deref(), Some("0f1e2d3c-aaaa"));
+        // Display round-trips through the parser.
+        for s in &o.sinks {
+            assert_eq!(SinkSpec::parse_item(&format!("{}", s)).as_ref(), Ok(s));
+        }
+        assert_eq!(format!("{}", pci), "0000:00:05.0");
+        assert_eq!(PciAddr::parse("00:1f.7"), Some(PciAddr { segment: 0, bus: 0, device: 0x1f, function: 7 }));
+        for bad in ["00:20.0", "00:05.8", "0:0", "1:2:3:4.0", "00:05"] {
+            assert_eq!(PciAddr::parse(bad), None, "{}", bad);
+        }
+        let (o, _) = parse("lifeboat.ip=dhcp lifeboat.nic=0000:00:03.0");
+        assert_eq!(o.net.ip, Some(IpConfig::Dhcp));
+        assert_eq!(o.net.nic, Some(NicSelector::Pci(PciAddr { segment: 0, bus: 0, device: 3, function: 0 })));
+    }
+
+    #[test]
+    fn bad_net_values() {
+        for (cmd, want) in [
+            ("lifeboat.sink=net", "needs a server"),
+            ("lifeboat.sink=net:10.0.2.2", "expected net:"),
+            ("lifeboat.sink=net:10.0.2:9000", "not an IPv4"),
+            ("lifeboat.sink=net:10.0.2.2:0", "not a TCP port"),
+            ("lifeboat.sink=net:10.0.2.2:70000", "not a TCP port"),
+            ("lifeboat.sink=net:0.0.0.0:9000", "not a server"),
+            ("lifeboat.sink=blk:serial=", "1-20 printable"),
+            ("lifeboat.sink=blk:serial=abcdefghijklmnopqrstu", "1-20 printable"),
+            ("lifeboat.sink=serial,floppy", "unknown sink 'floppy'"),
+            ("lifeboat.sink=serial:x", "unknown sink"),
+        ] {
+            let (o, w) = parse(cmd);
+            assert_eq!(o.sinks, [SinkSpec::Serial], "{}", cmd);
+            assert_eq!(w.len(), 1, "{}: {:?}", cmd, w);
+            assert!(w[0].contains(want) && w[0].contains("using serial"), "{}: {:?}", cmd, w);
+        }
+        let (o, w) = parse(
+            "lifeboat.ip=10.0.2.15 lifeboat.gw=x lifeboat.nic=52:54 lifeboat.net_wait=0 \
+             lifeboat.host=../etc lifeboat.bootid=a/b",
+        );
+        assert_eq!(o.net, NetOptions { ip: Some(IpConfig::Dhcp), ..NetOptions::default() });
+        assert_eq!(o.host, None);
+        assert_eq!(o.boot_id, None);
+        assert_eq!(w.len(), 6, "{:?}", w);
+        let (o, w) = parse("lifeboat.ip=10.0.2.15/33");
+        assert_eq!(o.net.ip, Some(IpConfig::Dhcp));
         assert_eq!(w.len(), 1);
     }
 

@@ -748,7 +748,8 @@ pub fn status(host: &Host) -> Result<bool, Failure> {
                     &s.options
                 }
             );
-            println!("  sink:         {} on {}", o.sink, o.serial);
+            println!("  sinks:        {}", o.sinks.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
+            println!("  serial:       {}", o.serial);
             println!(
                 "  dump level:   {}{}",
                 o.level,

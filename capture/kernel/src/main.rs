@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use lifeboat_arch::current as arch;
 use lifeboat_arch::current::bootinfo::BootInfo;
 use lifeboat_capture::acpi;
-use lifeboat_capture::cmdline::{self, Action, CaptureOptions, SinkSpec};
+use lifeboat_capture::cmdline::{self, Action, CaptureOptions};
 use lifeboat_capture::dump::{self, DumpObserver, Progress, Verdict};
 use lifeboat_capture::elfcore::{ElfCoreHeader, Limits};
 use lifeboat_capture::flat::FlatEncoder;
@@ -357,9 +357,6 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
         }
     }
 
-    match opts.sink {
-        SinkSpec::Serial => {}
-    }
     let own_port = if opts.serial.port == arch::serial::COM1 {
         None
     } else {
