@@ -5,7 +5,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `b"\0LBF"` |
-//! | 4 | 1 | kind: 1 START, 2 DATA, 3 END |
+//! | 4 | 1 | kind: 1 START, 2 DATA, 3 END; on TCP also 4 HELLO, 5 REPLY |
 //! | 5 | 1 | framing version, 1 |
 //! | 6 | 2 | reserved, 0 |
 //! | 8 | 4 | sequence number (u32 LE): START is 0, then +1 per frame |
@@ -19,6 +19,12 @@
 //! sane, whose CRC does not match, or that is cut off by the end of input is reported as
 //! [`ScanEvent::Corrupt`]; its first byte (the magic's NUL) is dropped and scanning resumes at
 //! the next byte.
+//!
+//! The network protocol (`docs/net-protocol.md`, [`crate::netproto`]) sends the same frames
+//! over TCP, plus two control kinds ([`ControlKind`]: HELLO from the capture kernel, REPLY from
+//! the server). A TCP connection carries nothing but frames, so it is read strictly with
+//! [`FrameReader`]. The serial scanner does not know the control kinds: a HELLO or REPLY frame
+//! on a serial line is reported as [`ScanEvent::Corrupt`], like any frame of unknown kind.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -130,7 +136,7 @@ impl<W: ByteWrite> FrameWriter<W> {
     fn frame(&mut self, kind: FrameKind, offset: u64, parts: &[&[u8]]) -> Result<(), SinkError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         debug_assert!(len <= MAX_PAYLOAD);
-        let header = encode_header(kind, self.seq, len as u32, offset);
+        let header = encode_header(kind as u8, self.seq, len as u32, offset);
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header);
         self.w.write_bytes(&header)?;
@@ -162,10 +168,10 @@ impl<W: ByteWrite> ChunkWrite for FrameWriter<W> {
     }
 }
 
-fn encode_header(kind: FrameKind, seq: u32, len: u32, offset: u64) -> [u8; HEADER_LEN] {
+fn encode_header(kind: u8, seq: u32, len: u32, offset: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(&MAGIC);
-    h[4] = kind as u8;
+    h[4] = kind;
     h[5] = VERSION;
     h[8..12].copy_from_slice(&seq.to_le_bytes());
     h[12..16].copy_from_slice(&len.to_le_bytes());
@@ -222,6 +228,185 @@ impl<'a> EndInfo<'a> {
             stream_bytes: offset,
             reason: &payload[END_FIXED..],
         })
+    }
+}
+
+/// The network protocol version carried in HELLO (`docs/net-protocol.md`).
+pub const PROTOCOL_VERSION: u32 = 1;
+/// HELLO values are cut to this many bytes (at a character boundary).
+pub const MAX_HELLO_VALUE: usize = 256;
+/// Fixed part of a HELLO payload: protocol version u32 LE, then `key=value\n` lines.
+const HELLO_FIXED: usize = 4;
+/// Fixed part of a REPLY payload: code u8, 3 reserved bytes, then the text.
+const REPLY_FIXED: usize = 4;
+
+/// The control frames of the network protocol. They are outside the dump stream: sequence
+/// number 0 and offset 0, and the dump stream that follows an ACCEPT starts with START seq 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ControlKind {
+    /// Client to server, first frame on a connection: protocol version and `key=value` lines.
+    Hello = 4,
+    /// Server to client: a [`ReplyCode`] and a text.
+    Reply = 5,
+}
+
+/// Any frame kind a TCP connection may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireKind {
+    Stream(FrameKind),
+    Control(ControlKind),
+}
+
+impl WireKind {
+    fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            4 => Some(WireKind::Control(ControlKind::Hello)),
+            5 => Some(WireKind::Control(ControlKind::Reply)),
+            _ => FrameKind::from_u8(b).map(WireKind::Stream),
+        }
+    }
+}
+
+impl fmt::Display for WireKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WireKind::Stream(FrameKind::Start) => "START",
+            WireKind::Stream(FrameKind::Data) => "DATA",
+            WireKind::Stream(FrameKind::End) => "END",
+            WireKind::Control(ControlKind::Hello) => "HELLO",
+            WireKind::Control(ControlKind::Reply) => "REPLY",
+        })
+    }
+}
+
+/// A whole control frame (seq 0, offset 0) carrying `payload` (at most [`MAX_PAYLOAD`] bytes;
+/// the payload builders below never make more).
+pub fn control_frame(kind: ControlKind, payload: &[u8]) -> Vec<u8> {
+    debug_assert!(payload.len() <= MAX_PAYLOAD);
+    let payload = &payload[..payload.len().min(MAX_PAYLOAD)];
+    let mut f = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
+    f.extend_from_slice(&encode_header(kind as u8, 0, payload.len() as u32, 0));
+    f.extend_from_slice(payload);
+    let crc = crc32fast::hash(&f);
+    f.extend_from_slice(&crc.to_le_bytes());
+    f
+}
+
+/// A HELLO payload: `version`, then one `key=value\n` line per field. Keys are the caller's
+/// constants; in values, line ends become spaces and each value is cut to
+/// [`MAX_HELLO_VALUE`] bytes, so a value can neither end its line early nor grow the frame
+/// past [`MAX_PAYLOAD`] (at most 48 fields).
+pub fn hello_payload(version: u32, fields: &[(&str, &str)]) -> Vec<u8> {
+    debug_assert!(fields.len() <= 48);
+    let mut p = Vec::new();
+    p.extend_from_slice(&version.to_le_bytes());
+    for (key, value) in fields.iter().take(48) {
+        debug_assert!(!key.contains(['=', '\n']) && key.len() <= 64);
+        p.extend_from_slice(key.as_bytes());
+        p.push(b'=');
+        let mut n = value.len().min(MAX_HELLO_VALUE);
+        while !value.is_char_boundary(n) {
+            n -= 1;
+        }
+        p.extend(value.as_bytes()[..n].iter().map(|&b| match b {
+            b'\n' | b'\r' => b' ',
+            b => b,
+        }));
+        p.push(b'\n');
+    }
+    p
+}
+
+/// The decoded payload of a HELLO frame. Values are untrusted bytes (not checked for UTF-8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloInfo<'a> {
+    /// [`PROTOCOL_VERSION`] for clients of this protocol.
+    pub version: u32,
+    /// The `key=value\n` lines.
+    pub text: &'a [u8],
+}
+
+impl<'a> HelloInfo<'a> {
+    /// `None` if the payload is too short.
+    pub fn parse(payload: &'a [u8]) -> Option<Self> {
+        let fixed = payload.get(..HELLO_FIXED)?;
+        Some(Self { version: le_u32(fixed), text: &payload[HELLO_FIXED..] })
+    }
+
+    /// The value of the last line `key=...`; lines without `=` are ignored.
+    pub fn get(&self, key: &str) -> Option<&'a [u8]> {
+        self.text.split(|&b| b == b'\n').rev().find_map(|line| {
+            let eq = line.iter().position(|&b| b == b'=')?;
+            (&line[..eq] == key.as_bytes()).then(|| &line[eq + 1..])
+        })
+    }
+}
+
+/// What a REPLY says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReplyCode {
+    /// Send the dump stream now. Text: a banner (server version).
+    Accept = 0,
+    /// Not taking this dump (free space below the reserve, too many clients, bad HELLO).
+    /// Final: the client does not retry this server. Text: why.
+    Refused = 1,
+    /// The dump arrived whole and is on disk. Text: its path relative to the dump directory.
+    Stored = 2,
+    /// The transfer failed (integrity, size limit, disk full). Final. Text: why.
+    Failed = 3,
+    /// Answer to a probe HELLO. Text: a banner (version, free space).
+    ProbeOk = 4,
+}
+
+impl ReplyCode {
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => ReplyCode::Accept,
+            1 => ReplyCode::Refused,
+            2 => ReplyCode::Stored,
+            3 => ReplyCode::Failed,
+            4 => ReplyCode::ProbeOk,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ReplyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplyCode::Accept => "ACCEPT",
+            ReplyCode::Refused => "REFUSED",
+            ReplyCode::Stored => "STORED",
+            ReplyCode::Failed => "FAILED",
+            ReplyCode::ProbeOk => "PROBE_OK",
+        })
+    }
+}
+
+/// A REPLY payload: `code`, 3 reserved zero bytes, then `text` cut to [`MAX_TEXT`] bytes.
+pub fn reply_payload(code: ReplyCode, text: &str) -> Vec<u8> {
+    let text = clip(text);
+    let mut p = Vec::with_capacity(REPLY_FIXED + text.len());
+    p.extend_from_slice(&[code as u8, 0, 0, 0]);
+    p.extend_from_slice(text);
+    p
+}
+
+/// The decoded payload of a REPLY frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyInfo<'a> {
+    pub code: ReplyCode,
+    /// UTF-8 from a well-behaved server; untrusted.
+    pub text: &'a [u8],
+}
+
+impl<'a> ReplyInfo<'a> {
+    /// `None` if the payload is too short or the code unknown.
+    pub fn parse(payload: &'a [u8]) -> Option<Self> {
+        let fixed = payload.get(..REPLY_FIXED)?;
+        Some(Self { code: ReplyCode::from_u8(fixed[0])?, text: &payload[REPLY_FIXED..] })
     }
 }
 
@@ -408,6 +593,150 @@ fn check_candidate(b: &[u8]) -> Candidate {
         return Candidate::Bad;
     }
     Candidate::Good { kind, seq: le_u32(&b[8..12]), offset: le_u64(&b[16..24]), len }
+}
+
+/// A frame read by [`FrameReader`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireFrame {
+    pub kind: WireKind,
+    pub seq: u32,
+    pub offset: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Why the bytes of a connection are not a sequence of frames. Positions count the
+/// connection's bytes from its first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// No magic where the next frame must start: the peer does not speak this protocol, or
+    /// bytes were lost or altered.
+    NoMagic { at: u64 },
+    /// The header is not sane (unknown kind, version, reserved bits, length over the limit).
+    BadHeader { at: u64, what: &'static str },
+    /// The CRC does not match: the frame was altered in transit. `seq` is as its header says.
+    BadCrc { at: u64, seq: u32 },
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::NoMagic { at } => write!(
+                f,
+                "no frame at connection byte {:#x} (the peer does not speak the lifeboat protocol, \
+                 or the data was altered)",
+                at
+            ),
+            WireError::BadHeader { at, what } => {
+                write!(f, "bad frame header at connection byte {:#x}: {}", at, what)
+            }
+            WireError::BadCrc { at, seq } => write!(
+                f,
+                "CRC mismatch in frame {} at connection byte {:#x}: data corrupted in transit",
+                seq, at
+            ),
+        }
+    }
+}
+
+/// Reads frames from a connection that carries nothing but frames (TCP): unlike
+/// [`FrameScanner`], any byte that is not part of a valid frame is an error, and after an
+/// error the reader stays failed (there is no resynchronisation on a reliable link).
+///
+/// Feed bytes as they arrive with [`Self::feed`], then take frames with
+/// [`Self::next_frame`] until it returns `Ok(None)`. Memory is bounded by one frame plus the
+/// largest piece fed.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already consumed.
+    start: usize,
+    /// Connection position of `buf[0]`.
+    base: u64,
+    failed: Option<WireError>,
+}
+
+impl FrameReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes received.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.base += self.start as u64;
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Connection bytes consumed as whole frames.
+    pub fn position(&self) -> u64 {
+        self.base + self.start as u64
+    }
+
+    /// Bytes received but not yet a whole frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next whole frame, `Ok(None)` if more bytes are needed, or why the input is not a
+    /// frame (then the same error on every later call).
+    pub fn next_frame(&mut self) -> Result<Option<WireFrame>, WireError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match self.check() {
+            Ok(None) => Ok(None),
+            Ok(Some((kind, seq, offset, len))) => {
+                let b = &self.buf[self.start..];
+                let payload = b[HEADER_LEN..HEADER_LEN + len].to_vec();
+                self.start += HEADER_LEN + len + TRAILER_LEN;
+                Ok(Some(WireFrame { kind, seq, offset, payload }))
+            }
+            Err(e) => {
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks the frame at `start`: its kind, seq, offset and payload length when whole.
+    #[allow(clippy::type_complexity)]
+    fn check(&self) -> Result<Option<(WireKind, u32, u64, usize)>, WireError> {
+        let b = &self.buf[self.start..];
+        let at = self.position();
+        let n = b.len().min(MAGIC.len());
+        if b[..n] != MAGIC[..n] {
+            return Err(WireError::NoMagic { at });
+        }
+        if b.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let bad = |what| Err(WireError::BadHeader { at, what });
+        let Some(kind) = WireKind::from_u8(b[4]) else {
+            return bad("unknown frame kind");
+        };
+        if b[5] != VERSION {
+            return bad("unknown framing version");
+        }
+        if b[6] != 0 || b[7] != 0 {
+            return bad("reserved bytes not zero");
+        }
+        let len = le_u32(&b[12..16]) as usize;
+        if len > MAX_PAYLOAD {
+            return bad("payload longer than 16384 bytes");
+        }
+        let total = HEADER_LEN + len + TRAILER_LEN;
+        if b.len() < total {
+            return Ok(None);
+        }
+        let seq = le_u32(&b[8..12]);
+        if crc32fast::hash(&b[..HEADER_LEN + len]) != le_u32(&b[HEADER_LEN + len..total]) {
+            return Err(WireError::BadCrc { at, seq });
+        }
+        Ok(Some((kind, seq, le_u64(&b[16..24]), len)))
+    }
 }
 
 #[cfg(test)]
@@ -720,5 +1049,161 @@ mod tests {
         assert_eq!(c.len(), MAX_TEXT);
         let odd = alloc::format!("x{}", long);
         assert_eq!(clip(&odd).len(), MAX_TEXT - 1);
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// The HELLO and REPLY examples of docs/net-protocol.md, byte for byte.
+    #[test]
+    fn documented_control_frames() {
+        let p = hello_payload(
+            PROTOCOL_VERSION,
+            &[
+                ("host", "web-01"),
+                ("release", "6.1.0-28-amd64"),
+                ("machine", "x86_64"),
+                ("boot_id", "5b3d4c0e-8f1a-4e2b-9c7d-2a6f0e1b3c4d"),
+                ("crash_time", "1795539898"),
+                ("ram_bytes", "4294967296"),
+                ("attempt", "1"),
+                ("lifeboat", "0.1.0"),
+                ("probe", "0"),
+            ],
+        );
+        let hello = hex("00 4c 42 46 04 01 00 00 00 00 00 00 af 00 00 00
+            00 00 00 00 00 00 00 00 01 00 00 00")
+        .into_iter()
+        .chain(
+            b"host=web-01\nrelease=6.1.0-28-amd64\nmachine=x86_64\n\
+              boot_id=5b3d4c0e-8f1a-4e2b-9c7d-2a6f0e1b3c4d\ncrash_time=1795539898\n\
+              ram_bytes=4294967296\nattempt=1\nlifeboat=0.1.0\nprobe=0\n"
+                .iter()
+                .copied(),
+        )
+        .chain(hex("48 12 c7 9c"))
+        .collect::<Vec<u8>>();
+        assert_eq!(control_frame(ControlKind::Hello, &p), hello);
+        let accept = hex("00 4c 42 46 05 01 00 00 00 00 00 00 12 00 00 00
+            00 00 00 00 00 00 00 00 00 00 00 00 6c 69 66 65
+            62 6f 61 74 20 30 2e 31 2e 30 b1 73 fb 16");
+        assert_eq!(
+            control_frame(ControlKind::Reply, &reply_payload(ReplyCode::Accept, "lifeboat 0.1.0")),
+            accept
+        );
+        let stored = hex("00 4c 42 46 05 01 00 00 00 00 00 00 21 00 00 00
+            00 00 00 00 00 00 00 00 02 00 00 00 77 65 62 2d
+            30 31 2d 32 30 32 36 31 31 32 34 2d 31 37 30 35
+            30 33 2f 76 6d 63 6f 72 65 8b d4 15 f8");
+        let reply = reply_payload(ReplyCode::Stored, "web-01-20261124-170503/vmcore");
+        assert_eq!(control_frame(ControlKind::Reply, &reply), stored);
+        // And back.
+        let mut r = FrameReader::new();
+        r.feed(&hello);
+        r.feed(&stored);
+        let f = r.next_frame().unwrap().unwrap();
+        assert_eq!((f.kind, f.seq, f.offset), (WireKind::Control(ControlKind::Hello), 0, 0));
+        let h = HelloInfo::parse(&f.payload).unwrap();
+        assert_eq!(h.version, 1);
+        assert_eq!(h.get("boot_id"), Some(&b"5b3d4c0e-8f1a-4e2b-9c7d-2a6f0e1b3c4d"[..]));
+        assert_eq!(h.get("missing"), None);
+        let f = r.next_frame().unwrap().unwrap();
+        let ri = ReplyInfo::parse(&f.payload).unwrap();
+        assert_eq!((ri.code, ri.text), (ReplyCode::Stored, &b"web-01-20261124-170503/vmcore"[..]));
+        assert_eq!(r.next_frame(), Ok(None));
+        assert_eq!(r.position(), (hello.len() + stored.len()) as u64);
+        assert!(ReplyInfo::parse(&[9, 0, 0, 0]).is_none());
+        assert!(HelloInfo::parse(&[1, 0]).is_none());
+    }
+
+    #[test]
+    fn reader_takes_every_kind_in_any_feed_size() {
+        let mut rng = Rng(5);
+        let chunks = sample_chunks(&mut rng);
+        let mut wire = control_frame(ControlKind::Hello, &hello_payload(1, &[("host", "h")]));
+        let mut fw = FrameWriter::new(Wire(core::mem::take(&mut wire)), "net").unwrap();
+        for c in &chunks {
+            fw.write_chunk(c).unwrap();
+        }
+        let mut wire = fw.finish(true, "").unwrap().0;
+        wire.extend(control_frame(ControlKind::Reply, &reply_payload(ReplyCode::Failed, "x")));
+        for step in [1, 24, 29, 1000, wire.len()] {
+            let mut r = FrameReader::new();
+            let mut kinds = Vec::new();
+            for piece in wire.chunks(step) {
+                r.feed(piece);
+                while let Some(f) = r.next_frame().unwrap() {
+                    if let WireKind::Stream(FrameKind::Data) = f.kind {
+                        assert_eq!(f.payload, chunks[f.seq as usize - 1]);
+                    }
+                    kinds.push(f.kind);
+                }
+                assert!(r.pending() < MAX_FRAME);
+            }
+            assert_eq!(kinds.len(), chunks.len() + 4, "step {}", step);
+            assert_eq!(kinds[0], WireKind::Control(ControlKind::Hello));
+            assert_eq!(kinds[1], WireKind::Stream(FrameKind::Start));
+            assert_eq!(kinds[kinds.len() - 1], WireKind::Control(ControlKind::Reply));
+            assert_eq!(r.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn reader_errors_are_final() {
+        let mut fw = FrameWriter::new(Wire::default(), "net").unwrap();
+        fw.write_chunk(&[7; 100]).unwrap();
+        let wire = fw.finish(true, "").unwrap().0;
+        let second = HEADER_LEN + 7 + TRAILER_LEN; // the START frame's length
+                                                   // A bit flip in the DATA payload: CRC mismatch, reported with the frame's seq.
+        let mut w = wire.clone();
+        w[second + HEADER_LEN + 50] ^= 0x04;
+        let mut r = FrameReader::new();
+        r.feed(&w);
+        assert!(r.next_frame().unwrap().is_some());
+        let e = WireError::BadCrc { at: second as u64, seq: 1 };
+        assert_eq!(r.next_frame(), Err(e.clone()));
+        assert_eq!(r.next_frame(), Err(e.clone()));
+        assert_eq!(
+            alloc::format!("{}", e),
+            "CRC mismatch in frame 1 at connection byte 0x23: data corrupted in transit"
+        );
+        // Bytes that are not a frame, an unknown kind, a length over the limit.
+        let mut r = FrameReader::new();
+        r.feed(b"GET / HTTP/1.1\r\n");
+        assert_eq!(r.next_frame(), Err(WireError::NoMagic { at: 0 }));
+        for (at, byte, what) in [
+            (4, 9, "unknown frame kind"),
+            (5, 2, "unknown framing version"),
+            (7, 1, "reserved bytes not zero"),
+            (14, 1, "payload longer than 16384 bytes"),
+        ] {
+            let mut w = wire.clone();
+            w[at] = byte;
+            let mut r = FrameReader::new();
+            r.feed(&w[..HEADER_LEN]);
+            assert_eq!(r.next_frame(), Err(WireError::BadHeader { at: 0, what }));
+        }
+        // A partial magic waits; a wrong one fails at once.
+        let mut r = FrameReader::new();
+        r.feed(b"\0L");
+        assert_eq!(r.next_frame(), Ok(None));
+        r.feed(b"X");
+        assert_eq!(r.next_frame(), Err(WireError::NoMagic { at: 0 }));
+    }
+
+    #[test]
+    fn serial_scanner_drops_control_frames_as_corrupt() {
+        let mut wire = b"text\n".to_vec();
+        let hello_at = wire.len() as u64;
+        wire.extend(control_frame(ControlKind::Hello, &hello_payload(1, &[("host", "h")])));
+        let mut fw = FrameWriter::new(Wire(wire), "serial").unwrap();
+        fw.write_chunk(b"abc").unwrap();
+        let w = fw.finish(true, "").unwrap().0;
+        let (_, frames, corrupt) = split(&scan(&w, 7));
+        assert_eq!(corrupt, vec![hello_at]);
+        let kinds: Vec<FrameKind> = frames.iter().map(|f| f.0).collect();
+        assert_eq!(kinds, [FrameKind::Start, FrameKind::Data, FrameKind::End]);
     }
 }

@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod acpi;
+pub mod blk;
 pub mod cmdline;
 pub mod compress;
 pub mod dump;
@@ -21,6 +22,10 @@ pub mod elfcore;
 pub mod flat;
 pub mod frame;
 pub mod kdump;
+pub mod kdump_reader;
+pub mod netproto;
 pub mod phys;
+pub mod printk;
 pub mod sink;
 pub mod vmcoreinfo;
+pub mod vtop;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use lifeboat_capture::cmdline;
 
+use crate::blkcheck::{self, BlkError};
 use crate::bootparams;
 use crate::bzimage::{ImageError, LifeboatImage};
 use crate::config::Config;
@@ -78,6 +79,8 @@ pub enum Failure {
     Build(String),
     Kexec(KexecError),
     NotLoadedAfterwards(Syscall),
+    /// A `blk` sink names no usable disk, or the disk holds data.
+    Blk(BlkError),
 }
 
 fn mib(bytes: u64) -> String {
@@ -174,7 +177,14 @@ impl fmt::Display for Failure {
                 "{} returned success but /sys/kernel/kexec_crash_loaded is still 0; check dmesg",
                 sc.name()
             ),
+            Blk(e) => write!(f, "{e}"),
         }
+    }
+}
+
+impl From<BlkError> for Failure {
+    fn from(e: BlkError) -> Self {
+        Failure::Blk(e)
     }
 }
 
@@ -341,6 +351,8 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
         .unwrap_or_else(|| "kexec_file_load".into());
     let syscall = Syscall::from_name(&sc_name).ok_or(Failure::UnknownSyscall(sc_name))?;
     let words = merge_options(cfg.options.as_deref().unwrap_or(""), &req.options);
+    // Disk and network sinks: resolve and check the disk, fill in the network settings.
+    let (words, sink_lines) = prepare_sinks(words, host, req.force, req.dry_run)?;
     let options = check_options(&words)?;
 
     // 2. The payload.
@@ -445,6 +457,9 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
                     "  reservation  {reservation_text}, about {} needed",
                     mib(needs.kexec_file_load)
                 );
+                for line in &sink_lines {
+                    println!("  {line}");
+                }
                 println!("dry run: nothing loaded");
                 return Ok(());
             }
@@ -474,6 +489,9 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
                     "  reservation  {reservation_text}, {} used",
                     mib(plan.end - range.start)
                 );
+                for line in &sink_lines {
+                    println!("  {line}");
+                }
                 println!("dry run: nothing loaded");
                 return Ok(());
             }
@@ -514,7 +532,338 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
             &options
         }
     );
+    for line in &sink_lines {
+        println!("{line}");
+    }
     Ok(())
+}
+
+// ---- Sinks that depend on this machine: `blk` disks and `net` servers ----
+
+/// The value of the last `key=` word.
+fn option_value<'a>(words: &'a [String], key_name: &str) -> Option<&'a str> {
+    words
+        .iter()
+        .rev()
+        .find(|w| key(w) == key_name)
+        .map(|w| w.split_once('=').map_or("", |(_, v)| v))
+}
+
+/// Gets the options ready for the capture kernel: every `blk` item of `lifeboat.sink=` is
+/// resolved to a checked disk and rewritten as `blk:<pci address>`; with a `net` sink the
+/// crashed machine's identity and network settings are filled in and the server is probed.
+/// Returns the new words and lines for the load summary. Options that do not parse are left
+/// alone for [`check_options`] to report.
+pub fn prepare_sinks(
+    mut words: Vec<String>,
+    host: &Host,
+    force: bool,
+    dry_run: bool,
+) -> Result<(Vec<String>, Vec<String>), Failure> {
+    let mut lines = Vec::new();
+    if let Some(list) = option_value(&words, "lifeboat.sink").map(str::to_string) {
+        let mut items = Vec::new();
+        let mut disks = None;
+        for item in list.split(',') {
+            match blkcheck::blk_target(item) {
+                Some(Ok(target)) => {
+                    let disks = disks.get_or_insert_with(|| blkcheck::virtio_disks(&host.path("/")));
+                    let checked = check_blk(host, disks, &target, force, dry_run)?;
+                    lines.push(checked.summary());
+                    items.push(checked.item);
+                }
+                _ => items.push(item.to_string()),
+            }
+        }
+        let new = format!("lifeboat.sink={}", items.join(","));
+        // merge_options left one lifeboat.sink= word: replace it in place.
+        if let Some(w) = words.iter_mut().rev().find(|w| key(w) == "lifeboat.sink") {
+            *w = new;
+        }
+    }
+    let (o, warnings) = cmdline::parse(&words.join(" "));
+    let servers: Vec<cmdline::NetTarget> = o
+        .sinks
+        .iter()
+        .filter_map(|s| match s {
+            cmdline::SinkSpec::Net(t) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    if warnings.is_empty() && !servers.is_empty() {
+        let facts = NetFacts::gather(host, &words, servers[0]);
+        let (w, notes) = net_words(&words, &facts);
+        words = w;
+        for n in notes {
+            warn(n);
+        }
+        let added: Vec<&String> = words
+            .iter()
+            .filter(|w| ["lifeboat.ip", "lifeboat.gw", "lifeboat.nic"].contains(&key(w)))
+            .collect();
+        if let Some(r) = &facts.route {
+            lines.push(format!(
+                "network: {} (interface {}, the route to {})",
+                added.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+                r.iface,
+                cmdline::Ipv4Fmt(servers[0].server)
+            ));
+        }
+        for t in &servers {
+            let addr = std::net::SocketAddr::from((t.server, t.port));
+            match crate::netconn::probe(addr, std::time::Duration::from_secs(3)) {
+                Ok(banner) => lines.push(format!("dump server {t}: {banner}")),
+                Err(why) => warn(format_args!(
+                    "{why}; the capture kernel will keep trying for {} s after a crash, then use the next \
+                     sink (start `lifeboat serve` there)",
+                    o.net.wait_secs
+                )),
+            }
+        }
+    }
+    Ok((words, lines))
+}
+
+/// Resolves one `blk` target and checks the disk (see [`blkcheck`]).
+fn check_blk(
+    host: &Host,
+    disks: &[blkcheck::VirtioDisk],
+    target: &blkcheck::BlkTarget,
+    force: bool,
+    dry_run: bool,
+) -> Result<blkcheck::CheckedDisk, Failure> {
+    let root = host.path("/");
+    let disk = blkcheck::resolve(&root, disks, target)?;
+    let uses = blkcheck::uses(
+        &root,
+        disk,
+        &host.read("/proc/self/mounts").unwrap_or_default(),
+        &host.read("/proc/swaps").unwrap_or_default(),
+    );
+    let dev = host.path(&disk.dev_path());
+    let start = match blkcheck::read_start(&dev, disk.size_bytes) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !host::is_root() => {
+            if !dry_run {
+                return Err(Failure::NotRoot);
+            }
+            warn(format_args!(
+                "cannot read {} as non-root: its contents were not checked (run as root)",
+                disk.dev_path()
+            ));
+            None
+        }
+        Err(err) => {
+            return Err(BlkError::Unreadable {
+                path: disk.dev_path(),
+                err,
+            }
+            .into())
+        }
+    };
+    let checked = blkcheck::check(disk, uses, start.as_deref(), force)?;
+    if force {
+        if let Some(blkcheck::Content::Known(what)) = &checked.content {
+            warn(format_args!(
+                "--force: a crash will overwrite {what} on {}",
+                disk.dev_path()
+            ));
+        }
+    }
+    // Dumps compress (zero pages are dropped, the rest is zlib), so a smaller disk may do.
+    let ram = host.iomem().ok().map(|iomem| {
+        if memmap::iomem_addresses_hidden(&iomem) {
+            host.total_ram(&iomem)
+        } else {
+            memmap::dumpable_ram(&iomem).iter().map(Range::len).sum()
+        }
+    });
+    if let Some(ram) = ram.filter(|&r| r > disk.size_bytes) {
+        warn(format_args!(
+            "{} ({}) is smaller than the RAM to dump ({}): dumps usually compress well, but a \
+             dump that does not fit is cut short and marked incomplete",
+            disk.dev_path(),
+            blkcheck::size_text(disk.size_bytes),
+            blkcheck::size_text(ram)
+        ));
+    }
+    Ok(checked)
+}
+
+/// An IPv4 route from `/proc/net/route`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub iface: String,
+    pub dest: [u8; 4],
+    /// `0.0.0.0` for a directly connected network.
+    pub gateway: [u8; 4],
+    pub prefix: u8,
+    pub metric: u32,
+}
+
+/// `/proc/net/route`: a header line, then `Iface Destination Gateway Flags RefCnt Use Metric
+/// Mask …` with addresses as the kernel's `%08X` of the network-order `__be32` (so the bytes
+/// in memory order are the address octets). Routes that are not up (`RTF_UP` = 1) or whose
+/// mask is not a prefix are skipped.
+pub fn parse_routes(text: &str) -> Vec<Route> {
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::to_ne_bytes);
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let flags = u32::from_str_radix(f[3], 16).ok()?;
+            let mask = u32::from_be_bytes(hex(f[7])?);
+            if flags & 1 == 0 || mask.leading_ones() + mask.trailing_zeros() != 32 {
+                return None;
+            }
+            Some(Route {
+                iface: f[0].to_string(),
+                dest: hex(f[1])?,
+                gateway: hex(f[2])?,
+                prefix: mask.leading_ones() as u8,
+                metric: f[6].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn in_net(addr: [u8; 4], net: [u8; 4], prefix: u8) -> bool {
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+    u32::from_be_bytes(addr) & mask == u32::from_be_bytes(net) & mask
+}
+
+/// The route the kernel would pick for `to`: longest prefix, then lowest metric.
+pub fn route_to(routes: &[Route], to: [u8; 4]) -> Option<&Route> {
+    routes
+        .iter()
+        .filter(|r| in_net(to, r.dest, r.prefix))
+        .max_by_key(|r| (r.prefix, std::cmp::Reverse(r.metric)))
+}
+
+/// The prefix length of the directly connected network on `iface` that holds `addr`.
+pub fn onlink_prefix(routes: &[Route], iface: &str, addr: [u8; 4]) -> Option<u8> {
+    routes
+        .iter()
+        .filter(|r| r.iface == iface && r.gateway == [0; 4] && r.prefix > 0 && in_net(addr, r.dest, r.prefix))
+        .map(|r| r.prefix)
+        .max()
+}
+
+/// What this machine knows about its identity and its way to the dump server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetFacts {
+    pub hostname: Option<String>,
+    pub boot_id: Option<String>,
+    /// The route to the (first) server.
+    pub route: Option<Route>,
+    /// This machine's address towards the server and its prefix.
+    pub source: Option<([u8; 4], u8)>,
+    /// MAC address of the route's interface.
+    pub mac: Option<String>,
+    /// Whether that interface is a virtio-net card (the only kind the capture kernel drives).
+    pub virtio_nic: bool,
+}
+
+impl NetFacts {
+    /// Reads them from the running system (`/proc`, `/sys`, and the kernel's choice of source
+    /// address for a UDP socket connected to the server, which sends nothing).
+    pub fn gather(host: &Host, words: &[String], server: cmdline::NetTarget) -> Self {
+        let read = |p: &str| host.read(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let routes = parse_routes(&host.read("/proc/net/route").unwrap_or_default());
+        let route = route_to(&routes, server.server).cloned();
+        let mut facts = NetFacts {
+            hostname: read("/proc/sys/kernel/hostname"),
+            boot_id: read("/proc/sys/kernel/random/boot_id"),
+            ..Self::default()
+        };
+        if let Some(r) = &route {
+            let need_ip = option_value(words, "lifeboat.ip").is_none();
+            let src = if need_ip { source_address(server) } else { None };
+            facts.source = src.and_then(|a| Some((a, onlink_prefix(&routes, &r.iface, a)?)));
+            if need_ip && src.is_some() && facts.source.is_none() {
+                warn(format_args!(
+                    "no directly connected network on {} holds this machine's address: lifeboat.ip= not \
+                     filled in (the capture kernel will use DHCP)",
+                    r.iface
+                ));
+            }
+            facts.mac = read(&format!("/sys/class/net/{}/address", r.iface));
+            facts.virtio_nic = std::fs::canonicalize(host.path(&format!("/sys/class/net/{}/device", r.iface)))
+                .ok()
+                .and_then(|p| p.file_name()?.to_str().map(|n| n.starts_with("virtio")))
+                .unwrap_or(false);
+        }
+        facts.route = route;
+        facts
+    }
+}
+
+/// The address this machine sends from to reach `server` (no packet is sent).
+fn source_address(server: cmdline::NetTarget) -> Option<[u8; 4]> {
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    sock.connect((std::net::Ipv4Addr::from(server.server), server.port)).ok()?;
+    match sock.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(a) if !a.is_unspecified() => Some(a.octets()),
+        _ => None,
+    }
+}
+
+/// Adds what the capture kernel needs for a `net` sink and was not given: `lifeboat.host=`,
+/// `lifeboat.bootid=`, and from the route to the server `lifeboat.ip=` (with `lifeboat.gw=`
+/// when the route has a gateway) and `lifeboat.nic=`. Returns the words and warnings.
+pub fn net_words(words: &[String], facts: &NetFacts) -> (Vec<String>, Vec<String>) {
+    let mut out = words.to_vec();
+    let mut notes = Vec::new();
+    let given = |k: &str| option_value(words, k).is_some();
+    let name_ok = |s: &str| {
+        !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+    };
+    for (k, v, what) in [
+        ("lifeboat.host", &facts.hostname, "host name"),
+        ("lifeboat.bootid", &facts.boot_id, "boot id"),
+    ] {
+        if given(k) {
+            continue;
+        }
+        match v {
+            Some(v) if name_ok(v) => out.push(format!("{k}={v}")),
+            Some(v) => notes.push(format!("this machine's {what} '{v}' cannot be passed to the capture kernel ({k}= takes [A-Za-z0-9._-], at most 64): not set")),
+            None => notes.push(format!("this machine's {what} is unknown: {k}= not set")),
+        }
+    }
+    let Some(route) = &facts.route else {
+        notes.push(String::from(
+            "no route to the dump server: lifeboat.ip= and lifeboat.nic= not filled in (the capture kernel will use DHCP)",
+        ));
+        return (out, notes);
+    };
+    if !given("lifeboat.ip") {
+        if let Some((addr, prefix)) = facts.source {
+            out.push(format!("lifeboat.ip={}/{prefix}", cmdline::Ipv4Fmt(addr)));
+            if route.gateway != [0; 4] && !given("lifeboat.gw") {
+                out.push(format!("lifeboat.gw={}", cmdline::Ipv4Fmt(route.gateway)));
+            }
+        }
+    }
+    if !given("lifeboat.nic") {
+        match &facts.mac {
+            Some(mac) => {
+                out.push(format!("lifeboat.nic={mac}"));
+                if !facts.virtio_nic {
+                    notes.push(format!(
+                        "{} is not a virtio-net card: the capture kernel drives only virtio-net, so the dump \
+                         cannot go out through it",
+                        route.iface
+                    ));
+                }
+            }
+            None => notes.push(format!("no MAC address for {}: lifeboat.nic= not set", route.iface)),
+        }
+    }
+    (out, notes)
 }
 
 /// The `kexec_load` segments and entry point.
@@ -906,6 +1255,127 @@ mod tests {
             m.contains("1 MiB with kexec_load") && m.contains("crashkernel=3M"),
             "{m}"
         );
+    }
+
+    /// `/proc/net/route` of a QEMU user-network guest, plus a second interface.
+    const ROUTES: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0202000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+eth0\t0002000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
+eth1\t0000A8C0\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+eth1\t0001A8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+
+    #[test]
+    fn routes_and_prefixes() {
+        let r = parse_routes(ROUTES);
+        assert_eq!(r.len(), 3, "the route that is not up is skipped");
+        assert_eq!(
+            r[0],
+            Route { iface: "eth0".into(), dest: [0; 4], gateway: [10, 0, 2, 2], prefix: 0, metric: 100 }
+        );
+        assert_eq!(r[1].dest, [10, 0, 2, 0]);
+        assert_eq!(r[1].prefix, 24);
+        assert_eq!(route_to(&r, [10, 0, 2, 2]).unwrap().prefix, 24);
+        assert_eq!(route_to(&r, [192, 168, 7, 1]).unwrap().iface, "eth1");
+        assert_eq!(route_to(&r, [8, 8, 8, 8]).unwrap().gateway, [10, 0, 2, 2]);
+        assert_eq!(route_to(&r[1..], [8, 8, 8, 8]), None);
+        assert_eq!(onlink_prefix(&r, "eth0", [10, 0, 2, 15]), Some(24));
+        assert_eq!(onlink_prefix(&r, "eth1", [10, 0, 2, 15]), None);
+    }
+
+    #[test]
+    fn net_options_are_filled_in() {
+        let r = parse_routes(ROUTES);
+        let facts = NetFacts {
+            hostname: Some("web-01".into()),
+            boot_id: Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into()),
+            route: Some(r[0].clone()),
+            source: Some(([10, 0, 2, 15], 24)),
+            mac: Some("52:54:00:12:34:56".into()),
+            virtio_nic: true,
+        };
+        let (w, notes) = net_words(&words("lifeboat.sink=net:1.2.3.4:9000"), &facts);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(
+            w,
+            words(
+                "lifeboat.sink=net:1.2.3.4:9000 lifeboat.host=web-01 \
+                 lifeboat.bootid=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 lifeboat.ip=10.0.2.15/24 \
+                 lifeboat.gw=10.0.2.2 lifeboat.nic=52:54:00:12:34:56"
+            )
+        );
+        // What the capture kernel's parser makes of it.
+        assert_eq!(check_options(&w).unwrap(), w.join(" "));
+        // Given options win; a directly connected server needs no gateway.
+        let facts2 = NetFacts { route: Some(r[1].clone()), virtio_nic: false, ..facts.clone() };
+        let (w, notes) = net_words(&words("lifeboat.sink=net:10.0.2.2:9000 lifeboat.host=h lifeboat.nic=00:05.0"), &facts2);
+        assert_eq!(
+            w,
+            words(
+                "lifeboat.sink=net:10.0.2.2:9000 lifeboat.host=h lifeboat.nic=00:05.0 \
+                 lifeboat.bootid=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 lifeboat.ip=10.0.2.15/24"
+            )
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        let (w, _) = net_words(&words("lifeboat.sink=net:1.2.3.4:9000 lifeboat.ip=dhcp"), &facts);
+        assert!(!w.iter().any(|w| w.starts_with("lifeboat.gw") || w.starts_with("lifeboat.ip=10")));
+        // A card the capture kernel cannot drive, a bad host name, no route.
+        let facts3 = NetFacts { hostname: Some("bad host".into()), virtio_nic: false, ..facts.clone() };
+        let (_, notes) = net_words(&words("lifeboat.sink=net:1.2.3.4:9000"), &facts3);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("'bad host'") && notes[1].contains("not a virtio-net card"), "{notes:?}");
+        let (w, notes) = net_words(&words("lifeboat.sink=net:1.2.3.4:9000"), &NetFacts::default());
+        assert_eq!(w.len(), 1);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+    }
+
+    #[test]
+    fn blk_sinks_are_resolved_and_rewritten() {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!("lifeboat-commands-blk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let blk = root.join("sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vdb");
+        std::fs::create_dir_all(&blk).unwrap();
+        std::fs::write(blk.join("size"), "2097152\n").unwrap();
+        std::fs::write(blk.join("serial"), "dumpdisk").unwrap();
+        symlink("../../../virtio2", blk.join("device")).unwrap();
+        std::fs::create_dir_all(root.join("sys/block")).unwrap();
+        symlink("../devices/pci0000:00/0000:00:05.0/virtio2/block/vdb", root.join("sys/block/vdb")).unwrap();
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        std::fs::write(root.join("dev/vdb"), vec![0u8; blkcheck::PROBE_BYTES]).unwrap();
+        let host = Host::with_root(&root);
+        let (w, lines) = prepare_sinks(
+            words("lifeboat.action=halt lifeboat.sink=blk:/dev/vdb,serial"),
+            &host,
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(w, words("lifeboat.action=halt lifeboat.sink=blk:0000:00:05.0,serial"));
+        assert_eq!(
+            lines,
+            ["dump disk /dev/vdb (PCI 0000:00:05.0, serial 'dumpdisk', 1 GiB): empty; the capture kernel gets blk:0000:00:05.0"]
+        );
+        let (w, _) = prepare_sinks(words("lifeboat.sink=blk:serial=dumpdisk"), &host, false, false).unwrap();
+        assert_eq!(w, words("lifeboat.sink=blk:0000:00:05.0"));
+        // An ext4 file system on it: refused, unless --force.
+        let mut fs = vec![0u8; blkcheck::PROBE_BYTES];
+        fs[1080..1082].copy_from_slice(&[0x53, 0xef]);
+        std::fs::write(root.join("dev/vdb"), &fs).unwrap();
+        let e = prepare_sinks(words("lifeboat.sink=blk"), &host, false, false).unwrap_err().to_string();
+        assert!(e.contains("ext2/ext3/ext4") && e.contains("--force"), "{e}");
+        assert!(prepare_sinks(words("lifeboat.sink=blk"), &host, true, false).is_ok());
+        // Mounted: refused.
+        std::fs::write(root.join("dev/vdb"), vec![0u8; blkcheck::PROBE_BYTES]).unwrap();
+        std::fs::create_dir_all(root.join("proc/self")).unwrap();
+        std::fs::write(root.join("proc/self/mounts"), "/dev/vdb /mnt xfs rw 0 0\n").unwrap();
+        let e = prepare_sinks(words("lifeboat.sink=blk"), &host, false, false).unwrap_err().to_string();
+        assert!(e.contains("vdb is mounted on /mnt"), "{e}");
+        // Unknown disks and bad items: an error, and left for check_options.
+        let e = prepare_sinks(words("lifeboat.sink=blk:other"), &host, false, false).unwrap_err().to_string();
+        assert!(e.contains("serial 'other'"), "{e}");
+        let (w, _) = prepare_sinks(words("lifeboat.sink=tape"), &host, false, false).unwrap();
+        assert_eq!(w, words("lifeboat.sink=tape"));
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     /// The whole kexec_load plan for the test guest: four page-aligned, disjoint segments

@@ -3,23 +3,32 @@
 //! - [`receive`]: turn a serial capture (frames among console text, see
 //!   `docs/serial-framing.md`) back into the kdump-compressed dump, reporting every loss.
 //! - [`serial`]: read a serial device raw, with an inactivity timeout.
+//! - [`fetch`]: copy a dump out of a `blk` dump disk; [`blkcheck`]: find and check that disk
+//!   when loading.
+//! - [`serve`]: `lifeboat serve`, the dump server of the network protocol
+//!   (`docs/net-protocol.md`); [`netconn`]: the protocol's connection traits over `std::net`
+//!   (the probe `lifeboat load` uses, tests).
 //! - Loading the capture kernel (`docs/loader.md`): [`commands`] (load, unload, status,
 //!   estimate) over plain-data builders — [`bzimage`] (image checks), [`memmap`] and
 //!   [`sysfs`] (parsing the running system's files), [`elfcorehdr`], [`bootparams`],
 //!   [`stub`], [`layout`] — and the only parts that touch the system, [`host`] and [`kexec`].
 //!   [`config`] reads `/etc/default/lifeboat`, [`state`] records what was loaded.
 
+pub mod blkcheck;
 pub mod bootparams;
 pub mod bzimage;
 pub mod commands;
 pub mod config;
 pub mod elfcorehdr;
+pub mod fetch;
 pub mod host;
 pub mod kexec;
 pub mod layout;
 pub mod memmap;
+pub mod netconn;
 pub mod receive;
 pub mod serial;
+pub mod serve;
 pub mod state;
 pub mod stub;
 pub mod sysfs;

@@ -5,6 +5,9 @@
 //!   says what to do), 2 usage error.
 //! - `status`: 0 a crash kernel is loaded, 3 none is loaded, 1 error.
 //! - `receive`: 0 a complete dump, 1 the dump is incomplete, 2 usage or I/O error.
+//! - `fetch`: 0 a complete dump copied, 1 an incomplete one copied, 2 no dump, a corrupt one,
+//!   usage or I/O error.
+//! - `serve`: runs until killed; 1 the server failed, 2 usage error (bad size, cannot listen).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +39,10 @@ enum Command {
     Estimate(EstimateArgs),
     /// Rebuild a dump from the capture kernel's serial output (a live device or a saved file).
     Receive(ReceiveArgs),
+    /// Copy the dump a `blk` capture wrote to a disk (e.g. /dev/vdb) into a file.
+    Fetch(FetchArgs),
+    /// Receive dumps from capture kernels over TCP (docs/net-protocol.md).
+    Serve(lifeboat_loader::serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +66,19 @@ struct LoadArgs {
     /// Capture options, e.g. lifeboat.action=halt lifeboat.serial=ttyS1 (docs/capture-options.md).
     #[arg(value_name = "OPTION")]
     options: Vec<String>,
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// The dump disk (e.g. /dev/vdb), or a file holding a copy of it; opened read-only.
+    #[arg(value_name = "DEVICE|FILE")]
+    source: PathBuf,
+    /// Where to write the dump (mode 0600).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    output: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -116,6 +136,8 @@ fn main() -> ExitCode {
         },
         Command::Estimate(a) => done(commands::estimate(&host, a.payload)),
         Command::Receive(args) => cmd_receive(args),
+        Command::Fetch(a) => ExitCode::from(lifeboat_loader::fetch::cmd(&a.source, &a.output, a.force)),
+        Command::Serve(a) => lifeboat_loader::serve::cmd_serve(a),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod flat;
 pub mod prng;
 pub mod qemu;
 pub mod scenario;
+pub mod sinks;
 #[cfg(test)]
 mod stub_kernel;
 pub mod synth;
@@ -160,7 +161,7 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
     }
     if selected
         .iter()
-        .any(|s| matches!(s.kind, scenario::Kind::Dump { .. }))
+        .any(|s| matches!(s.kind, scenario::Kind::Dump { .. } | scenario::Kind::Sink(_)))
     {
         if !cfg.lifeboat_bin.is_file() {
             return Err(SuiteError::Setup(format!(

@@ -90,6 +90,8 @@ pub struct QemuBoot<'a> {
     pub dir: &'a Path,
     pub cmdline: &'a str,
     pub blobs: &'a [LoaderBlob],
+    /// More QEMU arguments (disks, network cards).
+    pub extra: &'a [String],
     pub timeout: Duration,
 }
 
@@ -119,6 +121,7 @@ impl QemuBoot<'_> {
         c.arg("-kernel").arg(self.capture_elf);
         c.arg("-append").arg(self.cmdline);
         c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        c.args(self.extra);
         for b in self.blobs {
             c.arg("-device").arg(format!(
                 "loader,file={},addr={:#x},force-raw=on",
@@ -301,6 +304,7 @@ mod tests {
             dir: Path::new("/d"),
             cmdline: "a b",
             blobs: &blobs,
+            extra: &[],
             timeout: Duration::from_secs(1),
         };
         let s = format!("{:?}", b.command());

@@ -139,6 +139,8 @@ pub enum Kind {
     },
     /// A broken elfcorehdr the kernel must refuse.
     Malformed(Mutation),
+    /// The disk and network sinks (`crate::sinks`).
+    Sink(crate::sinks::SinkCase),
 }
 
 #[derive(Clone, Debug)]
@@ -168,6 +170,13 @@ pub fn all() -> Vec<Scenario> {
         timeout: Duration::from_secs(60),
         kind: Kind::Malformed(m),
     };
+    let sink = |name, seed, secs, case| Scenario {
+        name,
+        seed,
+        timeout: Duration::from_secs(secs),
+        kind: Kind::Sink(case),
+    };
+    use crate::sinks::SinkCase;
     vec![
         dump("serial-256m", 0x256, 600, 256, CmdlineForm::Hex, true, None),
         dump("serial-kform", 0x24, 60, 24, CmdlineForm::KiB, true, None),
@@ -186,6 +195,13 @@ pub fn all() -> Vec<Scenario> {
         bad("malformed-outside-ram", 4, Mutation::OutsideRam),
         bad("malformed-absurd-size", 5, Mutation::AbsurdSize),
         bad("malformed-too-many-phdrs", 6, Mutation::TooManyPhdrs),
+        sink("blk-256m", 0xb1c, 600, SinkCase::Blk { mib: 256 }),
+        sink("blk-too-small", 0xb15, 180, SinkCase::BlkTooSmall),
+        sink("net-256m", 0x4e7, 600, SinkCase::Net { mib: 256 }),
+        sink("sink-fallback", 0xfa11, 300, SinkCase::Fallback),
+        sink("net-server-restart", 0x4e57, 600, SinkCase::NetServerRestart),
+        sink("net-server-disk-full", 0xf011, 300, SinkCase::NetServerDiskFull),
+        sink("net-four-clients", 0x4c1, 900, SinkCase::NetFourClients),
     ]
 }
 
@@ -202,7 +218,7 @@ pub struct ScenarioReport {
 }
 
 /// A scenario failure: the reason plus whatever context was gathered.
-struct Failed(String);
+pub struct Failed(pub String);
 
 impl<T: std::fmt::Display> From<T> for Failed {
     fn from(s: T) -> Self {
@@ -218,6 +234,7 @@ pub fn run(s: &Scenario, cfg: &SuiteConfig) -> ScenarioReport {
     let result = prepare_dir(&dir).and_then(|_| match &s.kind {
         Kind::Dump { .. } => run_dump(s, cfg, &dir, &mut details, &mut console),
         Kind::Malformed(m) => run_malformed(s, *m, cfg, &dir, &mut details, &mut console),
+        Kind::Sink(case) => crate::sinks::run(*case, s, cfg, &dir, &mut details, &mut console),
     });
     let failure = result.err().map(|Failed(reason)| {
         let mut f = format!("scenario {} failed: {reason}\n", s.name);
@@ -275,6 +292,21 @@ fn boot(
     console: &mut Vec<String>,
     details: &mut Vec<String>,
 ) -> Result<(qemu::Finished, u64), Failed> {
+    boot_with(s, cfg, dir, image, cmdline, &[], console, details)
+}
+
+/// [`boot`] with more QEMU arguments (disks, network cards).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn boot_with(
+    s: &Scenario,
+    cfg: &SuiteConfig,
+    dir: &Path,
+    image: &SynthImage,
+    cmdline: &str,
+    extra: &[String],
+    console: &mut Vec<String>,
+    details: &mut Vec<String>,
+) -> Result<(qemu::Finished, u64), Failed> {
     let blobs = image
         .write_blobs(&dir.join("mem"))
         .map_err(|e| format!("writing synthetic memory: {e}"))?;
@@ -283,6 +315,7 @@ fn boot(
         dir,
         cmdline,
         blobs: &blobs,
+        extra,
         timeout: s.timeout,
     };
     if cfg.verbose {

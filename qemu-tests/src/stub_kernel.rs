@@ -209,6 +209,7 @@ mod big {
             dir: &dir,
             cmdline: "x",
             blobs: &blobs,
+            extra: &[],
             timeout: Duration::from_secs(60),
         };
         let f = b.run().unwrap();

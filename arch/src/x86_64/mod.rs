@@ -2,7 +2,7 @@
 //!
 //! Exported names (shared with the other arch modules): `bootinfo` (the boot protocol,
 //! read once into [`bootinfo::BootInfo`]), and on the bare-metal target `entry`, `cpu`,
-//! `exceptions`, `paging`, `serial`, `timer`, `power`.
+//! `exceptions`, `paging`, `pci`, `serial`, `timer`, `power`.
 
 pub mod bootinfo;
 pub mod bootparam;
@@ -16,6 +16,8 @@ pub mod entry;
 pub mod exceptions;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod paging;
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub mod pci;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub mod power;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]

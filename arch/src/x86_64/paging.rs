@@ -8,6 +8,8 @@ use core::ptr::addr_of_mut;
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
+const WRITE_THROUGH: u64 = 1 << 3;
+const CACHE_DISABLE: u64 = 1 << 4;
 const HUGE: u64 = 1 << 7;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
@@ -32,6 +34,8 @@ pub enum PagingError {
     PoolExhausted,
     /// Beyond what a 4-level identity map reaches (128 TiB).
     TooHigh(u64),
+    /// Device registers claimed inside lifeboat's own memory.
+    OwnMemory(u64),
 }
 
 impl core::fmt::Display for PagingError {
@@ -43,12 +47,18 @@ impl core::fmt::Display for PagingError {
                 POOL_FRAMES * 4
             ),
             PagingError::TooHigh(a) => write!(f, "address {:#x} is beyond the 128 TiB identity map", a),
+            PagingError::OwnMemory(a) => write!(f, "device registers at {:#x} overlap lifeboat's own memory", a),
         }
     }
 }
 
 /// Highest address (exclusive) the identity map can cover.
 pub const IDENTITY_LIMIT: u64 = 1 << 47;
+
+/// Device registers (PCI BARs) are mapped uncached at `DEVICE_WINDOW + physical address`,
+/// in the upper half, so they never share a (cached, read-only) huge page of the identity
+/// map of old memory.
+pub const DEVICE_WINDOW: u64 = 0xffff_8000_0000_0000;
 
 pub struct AddressSpace {
     pml4: *mut [u64; 512],
@@ -193,6 +203,31 @@ impl AddressSpace {
         let (rs, re) = (start & !(MIB2 - 1), end.saturating_add(MIB2 - 1) & !(MIB2 - 1));
         self.last_ok = if self.touches_own(rs, re) { (start, end) } else { (rs, re) };
         Ok(())
+    }
+}
+
+impl AddressSpace {
+    /// Map device registers `[paddr, paddr + len)` read-write and uncached at
+    /// `DEVICE_WINDOW + paddr`; returns that virtual address. Refuses our own memory.
+    pub fn map_device(&mut self, paddr: u64, len: u64) -> Result<u64, PagingError> {
+        let end = paddr.checked_add(len).ok_or(PagingError::TooHigh(paddr))?;
+        if end > IDENTITY_LIMIT {
+            return Err(PagingError::TooHigh(end));
+        }
+        if self.touches_own(paddr, end) {
+            return Err(PagingError::OwnMemory(paddr));
+        }
+        let mut a = paddr & !(KIB4 - 1);
+        while a < end {
+            let va = DEVICE_WINDOW + a;
+            let pt = self.table_for_4k(va)?;
+            // SAFETY: pool frame; a 4 KiB uncached read-write leaf for device registers.
+            unsafe { (*pt)[idx(va, 0)] = a | PRESENT | WRITABLE | CACHE_DISABLE | WRITE_THROUGH };
+            // SAFETY: invalidate any stale translation of this page.
+            unsafe { core::arch::asm!("invlpg ({})", in(reg) va, options(att_syntax, nostack)) };
+            a += KIB4;
+        }
+        Ok(DEVICE_WINDOW + paddr)
     }
 }
 

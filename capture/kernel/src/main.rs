@@ -10,8 +10,11 @@
 
 extern crate alloc;
 
+mod blk;
 mod console;
+mod net;
 mod oldmem;
+mod virtio;
 
 use alloc::format;
 use alloc::string::String;
@@ -19,19 +22,24 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use lifeboat_arch::current as arch;
 use lifeboat_arch::current::bootinfo::BootInfo;
 use lifeboat_capture::acpi;
-use lifeboat_capture::cmdline::{self, Action, CaptureOptions};
-use lifeboat_capture::dump::{self, DumpObserver, Progress, Verdict};
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use lifeboat_capture::blk::{BlockDevice, BlockSink};
+use lifeboat_capture::cmdline::{self, Action, BlkSelector, CaptureOptions, NetTarget, SinkSpec};
+use lifeboat_capture::dump::{self, DumpObserver, DumpParams, DumpSummary, Progress, Verdict};
 use lifeboat_capture::elfcore::{ElfCoreHeader, Limits};
 use lifeboat_capture::flat::FlatEncoder;
 use lifeboat_capture::frame::{ByteWrite, FrameWriter};
-use lifeboat_capture::phys::PhysRange;
-use lifeboat_capture::sink::SinkError;
+use lifeboat_capture::netproto::{self, Identity, NetOutcome, RetryPolicy};
+use lifeboat_capture::phys::{PhysRange, PhysRead};
+use lifeboat_capture::sink::{RecordSink, SinkError};
 use lifeboat_capture::vmcoreinfo::VmcoreInfo;
 use linked_list_allocator::LockedHeap;
 use oldmem::{OldMemory, SPACE};
 
-/// Heap for the dump pipeline (compressor state, buffers, notes). Fixed: it does not grow
-/// with the crashed machine's RAM.
+/// Heap for the dump pipeline (compressor state, buffers, notes, the disk sink's write-back
+/// buffer, the TCP send window). Fixed: it does not grow with the crashed machine's RAM.
 const HEAP_SIZE: usize = 2 * 1024 * 1024;
 
 #[repr(C, align(4096))]
@@ -94,6 +102,12 @@ fn image_layout() -> (u64, u64, u64, u64) {
         core::ptr::addr_of!(__image_end) as u64,
         core::ptr::addr_of!(__stack_guard) as u64,
     )
+}
+
+/// Our own memory (the whole image with bss and stack), identity-mapped read-write.
+pub fn own_range() -> PhysRange {
+    let (head, _, image_end, _) = image_layout();
+    PhysRange { start: head, end: image_end }
 }
 
 fn action_of(a: Action) -> u8 {
@@ -285,6 +299,13 @@ struct ConsoleProgress {
     printed_final: bool,
 }
 
+impl ConsoleProgress {
+    fn new(ram_total: u64, page_size: u32) -> Self {
+        let t0 = arch::timer::now_us();
+        ConsoleProgress { t0, last_print: t0, ram_total, page_size: u64::from(page_size), printed_final: false }
+    }
+}
+
 impl DumpObserver for ConsoleProgress {
     fn progress(&mut self, p: &Progress) {
         let now = arch::timer::now_us();
@@ -303,6 +324,174 @@ impl DumpObserver for ConsoleProgress {
             mbps(done, now.saturating_sub(self.t0)),
             tenths(p.bytes_out, 1 << 20)
         );
+    }
+}
+
+/// Passes records on and remembers the sink's first failure, so a dump cut short by its sink
+/// (a full disk, a lost server) is told apart from one with unreadable memory.
+struct SinkWatch<'a> {
+    inner: &'a mut dyn RecordSink,
+    error: Option<SinkError>,
+}
+
+impl RecordSink for SinkWatch<'_> {
+    fn record(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        let r = self.inner.record(offset, data);
+        if let Err(e) = &r {
+            self.error.get_or_insert_with(|| e.clone());
+        }
+        r
+    }
+}
+
+/// Everything a sink needs to write the dump.
+struct Job<'a> {
+    core: &'a ElfCoreHeader,
+    params: &'a DumpParams,
+    mem: &'a dyn PhysRead,
+    ram_total: u64,
+    release: &'a str,
+}
+
+impl Job<'_> {
+    fn write(&self, sink: &mut dyn RecordSink) -> (DumpSummary, Option<SinkError>) {
+        let mut watch = SinkWatch { inner: sink, error: None };
+        let mut obs = ConsoleProgress::new(self.ram_total, self.params.page_size);
+        let summary = dump::write_kdump(self.core, self.params, self.mem, &mut watch, &mut obs);
+        (summary, watch.error)
+    }
+}
+
+/// What one sink did with the dump.
+struct SinkRun {
+    summary: DumpSummary,
+    /// Bytes that left through the device (stream bytes with framing, or disk bytes).
+    wire_bytes: u64,
+    /// "over serial", "to virtio-blk at …", "to server …".
+    place: String,
+    /// Set when the sink, not the memory, cut the dump short: a later sink may do better.
+    sink_failed: Option<String>,
+    /// Extra words for the verdict (e.g. where the server stored it).
+    note: Option<String>,
+}
+
+enum Attempt {
+    Ran(SinkRun),
+    /// The sink could not start (no such device, no server): nothing was written.
+    Unavailable(String),
+}
+
+fn run_serial(opts: &CaptureOptions, job: &Job) -> Attempt {
+    let own_port = if opts.serial.port == arch::serial::COM1 {
+        None
+    } else {
+        match arch::serial::SerialPort::new(opts.serial.port, opts.serial.baud) {
+            Ok(p) => Some(p),
+            Err(e) => return Attempt::Unavailable(format!("serial: {}", e)),
+        }
+    };
+    log!("sink: serial at I/O port {:#x}, {} baud, framed (docs/serial-framing.md)", opts.serial.port, opts.serial.baud);
+    let info = format!(
+        "lifeboat {} {} release={} ram_bytes={}",
+        env!("CARGO_PKG_VERSION"),
+        arch::MACHINE_NAME,
+        job.release,
+        job.ram_total
+    );
+    let mut frames = match FrameWriter::new(SerialOut { own_port }, &info) {
+        Ok(f) => f,
+        Err(e) => return Attempt::Unavailable(format!("serial: {}", e)),
+    };
+    let ((summary, sink_error), flat_result) = {
+        let mut flat = match FlatEncoder::new(&mut frames) {
+            Ok(f) => f,
+            Err(e) => return Attempt::Unavailable(format!("serial: {}", e)),
+        };
+        let written = job.write(&mut flat);
+        let flat_result = flat.finish();
+        (written, flat_result)
+    };
+    let mut sink_failed = sink_error.map(|e| format!("serial: {}", e));
+    if let Err(e) = &flat_result {
+        sink_failed.get_or_insert_with(|| format!("the end of the stream could not be sent: {}", e));
+    }
+    let stream_bytes = frames.stream_bytes();
+    let reason = match (&summary.verdict, &sink_failed) {
+        (_, Some(why)) => why.clone(),
+        (Verdict::Incomplete(why), None) => why.clone(),
+        (Verdict::Complete, None) => String::new(),
+    };
+    if let Err(e) = frames.finish(reason.is_empty(), &reason) {
+        sink_failed.get_or_insert_with(|| format!("the END frame could not be sent: {}", e));
+    }
+    Attempt::Ran(SinkRun { summary, wire_bytes: stream_bytes, place: String::from("over serial"), sink_failed, note: None })
+}
+
+fn run_blk(sel: &BlkSelector, job: &Job) -> Attempt {
+    let disk = match blk::open(sel) {
+        Ok(d) => d,
+        Err(e) => return Attempt::Unavailable(e),
+    };
+    let place = format!("to {}", disk.description);
+    let capacity = disk.capacity_bytes();
+    log!("sink: {}; the dump is written at offset 0 (read it with `lifeboat fetch` or `crash vmlinux <disk>`)", disk.description);
+    let mut sink = match BlockSink::new(disk) {
+        Ok(s) => s,
+        Err(e) => return Attempt::Unavailable(format!("{}: {}", place, e)),
+    };
+    let (summary, sink_error) = job.write(&mut sink);
+    let written = sink.bytes_written();
+    let mut sink_failed = match sink_error {
+        Some(SinkError::Full { .. }) => Some(format!(
+            "the disk ({} MiB) is too small: the first {} MiB of the dump are on it, marked incomplete",
+            capacity >> 20,
+            written >> 20
+        )),
+        Some(e) => Some(format!("disk: {}", e)),
+        None => None,
+    };
+    if let Err(e) = sink.finish() {
+        sink_failed.get_or_insert_with(|| format!("disk: the header could not be written: {}", e));
+    }
+    Attempt::Ran(SinkRun { summary, wire_bytes: written, place, sink_failed, note: None })
+}
+
+fn run_net(target: &NetTarget, opts: &CaptureOptions, job: &Job) -> Attempt {
+    let stack = match net::open(&opts.net, *target) {
+        Ok(s) => s,
+        Err(e) => return Attempt::Unavailable(format!("net: {}", e)),
+    };
+    log!("sink: dump server {} through {} (docs/net-protocol.md)", target, stack.description);
+    let identity = Identity {
+        host: opts.host.clone().unwrap_or_else(|| uts_field(&job.params.utsname.nodename)),
+        release: String::from(job.release),
+        machine: String::from(arch::MACHINE_NAME),
+        boot_id: opts.boot_id.clone().unwrap_or_default(),
+        crash_time: job.params.timestamp,
+        ram_bytes: job.ram_total,
+        lifeboat: String::from(env!("CARGO_PKG_VERSION")),
+    };
+    let mut connector = net::TcpConnector(Rc::new(RefCell::new(stack)));
+    let policy = RetryPolicy { wait_ms: u64::from(opts.net.wait_secs) * 1000, reply_timeout_ms: 120_000 };
+    let mut dump_once = |sink: &mut dyn RecordSink| job.write(sink).0;
+    let outcome = netproto::send_dump(&mut connector, &identity, &policy, &mut net::log_event, &mut dump_once);
+    let place = format!("to dump server {}", target);
+    match outcome {
+        NetOutcome::Stored { name, summary, attempts, stream_bytes } => Attempt::Ran(SinkRun {
+            summary,
+            wire_bytes: stream_bytes,
+            place,
+            sink_failed: None,
+            note: Some(format!("stored by the server as {} (attempt {})", name, attempts)),
+        }),
+        NetOutcome::Failed { why, summary: Some(summary), .. } => Attempt::Ran(SinkRun {
+            summary,
+            wire_bytes: 0,
+            place,
+            sink_failed: Some(format!("net: {}", why)),
+            note: None,
+        }),
+        NetOutcome::Failed { why, summary: None, .. } => Attempt::Unavailable(format!("net: {}", why)),
     }
 }
 
@@ -357,50 +546,74 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
         }
     }
 
-    let own_port = if opts.serial.port == arch::serial::COM1 {
-        None
-    } else {
-        match arch::serial::SerialPort::new(opts.serial.port, opts.serial.baud) {
-            Ok(p) => Some(p),
-            Err(e) => fail(format!("serial sink: {}", e)),
+    let job = Job { core: &core, params: &params, mem, ram_total, release: &release };
+    let n = opts.sinks.len();
+    let mut failures: Vec<String> = Vec::new();
+    let mut last_run: Option<(usize, SinkRun)> = None;
+    for (i, spec) in opts.sinks.iter().enumerate() {
+        if n > 1 {
+            log!("sink {} of {}: {}", i + 1, n, spec);
         }
-    };
-    log!("sink: serial at I/O port {:#x}, {} baud, framed (docs/serial-framing.md)", opts.serial.port, opts.serial.baud);
-    let info = format!(
-        "lifeboat {} {} release={} ram_bytes={}",
-        env!("CARGO_PKG_VERSION"),
-        arch::MACHINE_NAME,
-        release,
-        ram_total
-    );
-    let t0 = arch::timer::now_us();
-    let mut frames = match FrameWriter::new(SerialOut { own_port }, &info) {
-        Ok(f) => f,
-        Err(e) => fail(format!("serial sink: {}", e)),
-    };
-    let mut observer = ConsoleProgress { t0, last_print: t0, ram_total, page_size: u64::from(params.page_size), printed_final: false };
-    let (summary, flat_result) = {
-        let mut flat = match FlatEncoder::new(&mut frames) {
-            Ok(f) => f,
-            Err(e) => fail(format!("serial sink: {}", e)),
+        let t0 = arch::timer::now_us();
+        let attempt = match spec {
+            SinkSpec::Serial => run_serial(opts, &job),
+            SinkSpec::Blk(sel) => run_blk(sel, &job),
+            SinkSpec::Net(target) => run_net(target, opts, &job),
         };
-        let summary = dump::write_kdump(&core, &params, mem, &mut flat, &mut observer);
-        let flat_result = flat.finish();
-        (summary, flat_result)
-    };
-    let mut verdict = match &summary.verdict {
-        Verdict::Complete => None,
-        Verdict::Incomplete(why) => Some(why.clone()),
-    };
-    if let Err(e) = &flat_result {
-        verdict.get_or_insert_with(|| format!("the end of the stream could not be sent: {}", e));
+        match attempt {
+            Attempt::Unavailable(why) => {
+                log!("sink {} ({}) not used: {}", i + 1, spec, why);
+                failures.push(format!("{}: {}", spec, why));
+            }
+            Attempt::Ran(run) => {
+                report_run(&run, arch::timer::now_us().saturating_sub(t0).max(1), t_start);
+                let cut_short = run.sink_failed.clone();
+                last_run = Some((i, run));
+                match cut_short {
+                    Some(why) if i + 1 < n => {
+                        log!("sink {} ({}) did not take the whole dump: {}; trying the next sink", i + 1, spec, why);
+                        failures.push(format!("{}: {}", spec, why));
+                    }
+                    _ => break,
+                }
+            }
+        }
     }
-    let stream_bytes = frames.stream_bytes();
-    let end = frames.finish(verdict.is_none(), verdict.as_deref().unwrap_or(""));
-    if let Err(e) = &end {
-        verdict.get_or_insert_with(|| format!("the END frame could not be sent: {}", e));
+    let Some((i, run)) = last_run else {
+        fail(format!("no sink could take the dump: {}", failures.join("; ")));
+    };
+    if n > 1 {
+        log!("sink {} of {} ({}) took the dump {}", i + 1, n, opts.sinks[i], run.place);
     }
-    let us = arch::timer::now_us().saturating_sub(t0).max(1);
+    if let Some(note) = &run.note {
+        log!("{}", note);
+    }
+    let why = match (&run.sink_failed, &run.summary.verdict) {
+        (Some(why), _) => Some(why.clone()),
+        (None, Verdict::Incomplete(why)) => Some(why.clone()),
+        (None, Verdict::Complete) => None,
+    };
+    match why {
+        None => {
+            log!("verdict: complete");
+            finish(EXIT_COMPLETE)
+        }
+        Some(why) => {
+            log!("verdict: incomplete: {}", why);
+            finish(EXIT_INCOMPLETE)
+        }
+    }
+}
+
+/// A utsname field as text (up to its NUL).
+fn uts_field(f: &[u8]) -> String {
+    let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
+    String::from(core::str::from_utf8(&f[..end]).unwrap_or(""))
+}
+
+/// The summary lines after each sink run.
+fn report_run(run: &SinkRun, us: u64, t_start: u64) {
+    let summary = &run.summary;
     let boot_ms = (arch::timer::rdtsc().saturating_sub(t_start)) / arch::timer::tsc_per_ms().max(1);
     log!(
         "dumped {} MiB of RAM in {} s ({} MB/s): {} pages, {} zero, {} compressed, {} raw, {} unreadable",
@@ -414,24 +627,15 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
         summary.pages_unreadable
     );
     log!(
-        "dump file {} bytes (compression ratio {}), {} bytes sent over serial ({} MB/s), {} ms since entry, heap peak {} KiB of {} KiB, page tables {} KiB",
+        "dump file {} bytes (compression ratio {}), {} bytes sent {} ({} MB/s), {} ms since entry, heap peak {} KiB of {} KiB, page tables {} KiB",
         summary.file_bytes,
         tenths(summary.ram_bytes, summary.file_bytes),
-        stream_bytes,
-        mbps(stream_bytes, us),
+        run.wire_bytes,
+        run.place,
+        mbps(run.wire_bytes, us),
         boot_ms,
         HEAP.peak.load(Ordering::Relaxed) / 1024,
         HEAP_SIZE / 1024,
         SPACE.lock().as_ref().map_or(0, |s| s.frames_used() * 4)
     );
-    match verdict {
-        None => {
-            log!("verdict: complete");
-            finish(EXIT_COMPLETE)
-        }
-        Some(why) => {
-            log!("verdict: incomplete: {}", why);
-            finish(EXIT_INCOMPLETE)
-        }
-    }
 }

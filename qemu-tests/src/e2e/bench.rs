@@ -115,6 +115,7 @@ fn probe(cfg: &E2eConfig, vmlinuz: &Path, initramfs: &Path, mem_gib: u64, load: 
         append: format!("console=ttyS0 crashkernel={size} panic=0 e2e.load={}", load.cmdline_word()),
         timeout: Duration::from_secs(120),
         verbose: false,
+        extra: vec![],
     };
     let mut cmd = spec.command();
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
@@ -200,6 +201,7 @@ pub fn run(cfg: &E2eConfig) -> Result<BenchReport, E2eError> {
             cpus: 2,
             default: false,
             crashkernel: size,
+            sink: super::Sink::Serial,
         };
         println!("bench: whole capture {name} …");
         let r = run_scenario(&s, cfg, &inputs, &initramfs);

@@ -49,7 +49,7 @@ pub fn check(name: &'static str, r: Result<String, String>) -> Check {
     }
 }
 
-fn tail_of(path: &Path, n: usize) -> String {
+pub(crate) fn tail_of(path: &Path, n: usize) -> String {
     let t = std::fs::read_to_string(path).unwrap_or_default();
     qemu::tail(&t.lines().map(String::from).collect::<Vec<_>>(), n)
 }
@@ -90,12 +90,12 @@ pub fn receive(lifeboat_host: &Path, dir: &Path) -> Result<String, String> {
     Ok(format!("exit 0, verdict complete, vmcore {size} bytes"))
 }
 
-/// `makedumpfile --dump-dmesg vmcore dmesg.txt` finds the sysrq line.
-pub fn makedumpfile_dmesg(dir: &Path) -> Result<String, String> {
+/// `makedumpfile --dump-dmesg <vmcore> <dir>/dmesg.txt` finds the sysrq line.
+pub fn makedumpfile_dmesg(dir: &Path, vmcore: &Path) -> Result<String, String> {
     let out = dir.join("dmesg.txt");
     let _ = std::fs::remove_file(&out); // makedumpfile refuses to overwrite
     let mut c = Command::new(qemu::makedumpfile_binary());
-    c.arg("--dump-dmesg").arg(dir.join("vmcore")).arg(&out);
+    c.arg("--dump-dmesg").arg(vmcore).arg(&out);
     let fin = run_with_timeout(
         c,
         None,
@@ -126,22 +126,18 @@ pub fn makedumpfile_dmesg(dir: &Path) -> Result<String, String> {
     }
 }
 
-/// `crash -s vmlinux vmcore` with `bt`, `log`, `quit` on stdin: `bt` shows sysrq_handle_crash
+/// `crash -s vmlinux <dump>` with `bt`, `log`, `quit` on stdin: `bt` shows sysrq_handle_crash
 /// and the log has the sysrq line. crash's warnings (e.g. 8.0.2's PID hash complaint on these
-/// kernels) are not failures.
-pub fn crash(vmlinux: &Path, dir: &Path) -> Result<String, String> {
+/// kernels) are not failures. Its output goes to `<dir>/<name>.stdout` and `.stderr`.
+pub fn crash(vmlinux: &Path, dir: &Path, dump: &Path, name: &str) -> Result<String, String> {
     let cmds = dir.join("crash.cmds");
     std::fs::write(&cmds, "bt\nlog\nquit\n").map_err(|e| e.to_string())?;
     let mut c = Command::new(super::inputs::crash_binary());
-    c.arg("-s").arg(vmlinux).arg(dir.join("vmcore"));
-    let fin = run_with_timeout(
-        c,
-        Some(&cmds),
-        &dir.join("crash.stdout"),
-        &dir.join("crash.stderr"),
-        Duration::from_secs(600),
-    )?;
-    let out = std::fs::read_to_string(dir.join("crash.stdout")).unwrap_or_default();
+    c.arg("-s").arg(vmlinux).arg(dump);
+    let stdout = dir.join(format!("{name}.stdout"));
+    let stderr = dir.join(format!("{name}.stderr"));
+    let fin = run_with_timeout(c, Some(&cmds), &stdout, &stderr, Duration::from_secs(600))?;
+    let out = std::fs::read_to_string(&stdout).unwrap_or_default();
     let has_bt = out.contains("sysrq_handle_crash");
     let has_log = out.contains(MARK_SYSRQ);
     if fin.timed_out || !has_bt || !has_log {
@@ -151,11 +147,11 @@ pub fn crash(vmlinux: &Path, dir: &Path) -> Result<String, String> {
             fin.code(),
             if has_bt { "shows" } else { "does NOT show" },
             if has_log { "has" } else { "does NOT have" },
-            tail_of(&dir.join("crash.stdout"), 20),
-            tail_of(&dir.join("crash.stderr"), 10)
+            tail_of(&stdout, 20),
+            tail_of(&stderr, 10)
         ));
     }
-    let warnings = std::fs::read_to_string(dir.join("crash.stderr"))
+    let warnings = std::fs::read_to_string(&stderr)
         .unwrap_or_default()
         .lines()
         .chain(out.lines())

@@ -26,6 +26,8 @@ pub struct GuestSpec<'a> {
     pub append: String,
     pub timeout: Duration,
     pub verbose: bool,
+    /// More QEMU arguments (the dump disk, the network card).
+    pub extra: Vec<String>,
 }
 
 impl GuestSpec<'_> {
@@ -56,7 +58,8 @@ impl GuestSpec<'_> {
             .arg("-initrd")
             .arg(self.initramfs)
             .arg("-append")
-            .arg(&self.append);
+            .arg(&self.append)
+            .args(&self.extra);
         c
     }
 }
@@ -442,6 +445,7 @@ mod tests {
             append: "console=ttyS0 e2e.load=stock".into(),
             timeout: Duration::from_secs(1),
             verbose: false,
+            extra: vec!["-device".into(), "virtio-net-pci,netdev=n0,romfile=".into()],
         };
         let s = format!("{:?}", g.command());
         for want in [
@@ -450,7 +454,7 @@ mod tests {
             "\"-qmp\" \"unix:/w/qmp.sock,server=on,wait=off\"",
             "\"-serial\" \"file:/w/serial.bin\"",
             "\"-initrd\" \"/w/initramfs.cpio\"",
-            "\"-append\" \"console=ttyS0 e2e.load=stock\"",
+            "\"-append\" \"console=ttyS0 e2e.load=stock\" \"-device\" \"virtio-net-pci,netdev=n0,romfile=\"",
         ] {
             assert!(s.contains(want), "{want} not in {s}");
         }

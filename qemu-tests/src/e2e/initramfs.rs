@@ -1,6 +1,6 @@
-//! The guest's initramfs: busybox, kexec-tools, the static `lifeboat` tool, the capture kernel
-//! and an `/init` that arms kdump the way the kernel command line says (`e2e.load=`) and
-//! crashes the guest with sysrq.
+//! The guest's initramfs: busybox, kexec-tools, the static `lifeboat` tool, the capture kernel,
+//! Debian's virtio modules and an `/init` that arms kdump the way the kernel command line says
+//! (`e2e.load=`, `e2e.sink=`) and crashes the guest with sysrq.
 
 use std::path::Path;
 
@@ -11,8 +11,14 @@ use super::inputs::Inputs;
 pub const MARK_LOAD_FAILED: &str = "e2e: load failed";
 pub const MARK_CRASHING: &str = "e2e: loaded, crashing";
 pub const MARK_IOMEM: &str = "e2e: iomem: ";
+/// Where the modules go (`<name>.ko`) and the file listing their names in `insmod` order.
+pub const MODULE_DIR: &str = "modules";
+pub const MODULE_ORDER: &str = "modules/order";
 
-/// The `/init` script. It reads `e2e.load=file|load|stock` from /proc/cmdline.
+/// The `/init` script. It reads `e2e.load=file|load|stock` from /proc/cmdline, and optionally
+/// `e2e.sink=blk:/dev/vda` or `e2e.sink=net:10.0.2.2:PORT`: then it loads the virtio modules
+/// (`/modules/order`), waits for the disk or brings up eth0 (10.0.2.15/24, default route via
+/// 10.0.2.2, QEMU user networking), and passes `lifeboat.sink=<value>` to `lifeboat load`.
 pub const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
@@ -26,7 +32,9 @@ fail() {
     exit 1
 }
 mode=$(sed -n 's/.*e2e\.load=\([a-z]*\).*/\1/p' /proc/cmdline)
-echo "e2e: scenario e2e.load=$mode, kernel $(uname -r)"
+sink=$(sed -n 's/.*e2e\.sink=\([^ ]*\).*/\1/p' /proc/cmdline)
+echo "e2e: scenario e2e.load=$mode${sink:+ e2e.sink=$sink}, kernel $(uname -r)"
+hostname lifeboat-e2e
 grep -E 'System RAM|Crash kernel' /proc/iomem | while read -r line; do echo "e2e: iomem: $line"; done
 # Loader checks (e2e.load=loader): run lifeboat's subcommands, print each one's output and
 # exit status between markers, and power off; the harness checks the messages.
@@ -53,12 +61,47 @@ if [ "$mode" = loader ]; then
     poweroff -f
     sleep 10
 fi
+# Wait up to 10 s for a path to exist.
+wait_for() {
+    i=0
+    while [ ! -e "$1" ]; do
+        i=$((i + 1))
+        [ $i -le 50 ] || return 1
+        sleep 0.2
+    done
+}
+sinkopt=
+if [ -n "$sink" ]; then
+    for m in $(cat /modules/order); do
+        insmod /modules/$m.ko || fail "insmod $m.ko exit $?"
+    done
+    echo "e2e: modules loaded: $(cat /modules/order | tr '\n' ' ')"
+    case "$sink" in
+    blk:/dev/*)
+        dev=${sink#blk:}
+        wait_for "$dev" || fail "no $dev 10 s after loading virtio_blk"
+        echo "e2e: disk $dev: $(cat /sys/block/${dev#/dev/}/size) sectors, serial $(cat /sys/block/${dev#/dev/}/serial 2>/dev/null)"
+        ;;
+    net:*)
+        wait_for /sys/class/net/eth0 || fail "no eth0 10 s after loading virtio_net"
+        ip link set lo up
+        ip link set eth0 up || fail "ip link set eth0 up exit $?"
+        ip addr add 10.0.2.15/24 dev eth0 || fail "ip addr add exit $?"
+        ip route add default via 10.0.2.2 || fail "ip route add exit $?"
+        echo "e2e: eth0: $(ip -4 addr show dev eth0 | grep inet), $(ip route | grep default)"
+        ;;
+    *)
+        fail "unknown e2e.sink=$sink"
+        ;;
+    esac
+    sinkopt="lifeboat.sink=$sink"
+fi
 case "$mode" in
 file)
-    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_file_load lifeboat.action=halt || fail "lifeboat load (kexec_file_load) exit $?"
+    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_file_load lifeboat.action=halt $sinkopt || fail "lifeboat load (kexec_file_load) exit $?"
     ;;
 load)
-    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_load lifeboat.action=halt || fail "lifeboat load (kexec_load) exit $?"
+    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_load lifeboat.action=halt $sinkopt || fail "lifeboat load (kexec_load) exit $?"
     ;;
 stock)
     /sbin/kexec -p /lifeboat/bzImage --append="lifeboat.action=halt" || fail "kexec -p exit $?"
@@ -111,6 +154,18 @@ pub fn build(
         w.file(guest_path, 0o755, &read(host)?);
     }
     w.file("lifeboat/bzImage", 0o644, &read(bzimage)?);
+    w.dir(MODULE_DIR);
+    let mut order = String::new();
+    for m in &inputs.modules {
+        w.file(
+            &format!("{MODULE_DIR}/{}.ko", m.name),
+            0o644,
+            &read(&m.path)?,
+        );
+        order.push_str(&m.name);
+        order.push('\n');
+    }
+    w.file(MODULE_ORDER, 0o644, order.as_bytes());
     if let Some(l) = lifeboat_guest {
         let bytes = read(l)?;
         if let Some(interp) = super::inputs::elf_interpreter(&bytes) {
@@ -128,6 +183,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::e2e::cpio::read_newc;
+    use crate::e2e::inputs::KernelModule;
 
     #[test]
     fn archive_has_init_busybox_kexec_and_payload() {
@@ -150,6 +206,16 @@ mod tests {
                 ("/lib/x86_64-linux-gnu/libc.so.6".into(), f("libc", b"c")),
                 ("/lib64/ld-linux-x86-64.so.2".into(), f("ld", b"l")),
             ],
+            modules: vec![
+                KernelModule {
+                    name: "virtio_ring".into(),
+                    path: f("virtio_ring.ko", b"vr"),
+                },
+                KernelModule {
+                    name: "virtio_blk".into(),
+                    path: f("virtio_blk.ko", b"vb"),
+                },
+            ],
         };
         let bz = f("bzImage", b"bz");
         let lb = f("lifeboat", b"lb");
@@ -170,6 +236,9 @@ mod tests {
         assert_eq!(get("lifeboat/bzImage").data, b"bz");
         assert_eq!(get("lifeboat/lifeboat").data, b"lb");
         assert_eq!(get("dev/console").rdev, (5, 1));
+        assert_eq!(get("modules/virtio_ring.ko").data, b"vr");
+        assert_eq!(get("modules/virtio_blk.ko").data, b"vb");
+        assert_eq!(get("modules/order").data, b"virtio_ring\nvirtio_blk\n");
         // directories come before their contents
         let pos = |n: &str| e.iter().position(|x| x.name == n).unwrap();
         assert!(pos("lib") < pos("lib/x86_64-linux-gnu"));
@@ -187,6 +256,9 @@ mod tests {
             MARK_CRASHING,
             "echo \"e2e: load failed: $*\"",
             "echo c > /proc/sysrq-trigger",
+            "kexec_file_load lifeboat.action=halt $sinkopt",
+            "insmod /modules/$m.ko",
+            "ip route add default via 10.0.2.2",
         ] {
             assert!(INIT_SCRIPT.contains(needle), "{needle}");
         }

@@ -4,14 +4,22 @@
 //!   versioned image package it depends on, and that package's `-dbg` twin (for `vmlinux`). The
 //!   `.deb`s and the files extracted from them stay in the cache directory; a `.deb` that is
 //!   there and passes `dpkg-deb -I` is never downloaded again, so later runs are offline.
+//! - From the image package too: the virtio modules the disk and network sink scenarios load
+//!   ([`SINK_MODULES`] and what their `.modinfo` says they depend on), extracted into
+//!   `<cache>/modules-<release>/`.
 //! - From the host: busybox (`busybox-static`), `/sbin/kexec` and the shared libraries `ldd`
 //!   lists (`kexec-tools`), `crash`, `makedumpfile`, `qemu-system-x86_64` (`qemu-system-x86`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The kernel meta package whose dependency names the kernel under test.
 pub const META_PACKAGE: &str = "linux-image-cloud-amd64";
+
+/// The modules the sink scenarios' guests load (`virtio_pci` is the transport both drivers
+/// need; it is not in their `depends=`). Their dependencies are found in `.modinfo`.
+pub const SINK_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
 
 /// The crash binary; `CRASH` overrides it.
 pub fn crash_binary() -> String {
@@ -35,6 +43,17 @@ pub struct Inputs {
     /// Libraries `ldd` lists for kexec, including the dynamic loader: (path in the guest,
     /// host file to copy).
     pub kexec_libs: Vec<(String, PathBuf)>,
+    /// [`SINK_MODULES`] and their dependencies, dependencies first (the `insmod` order).
+    pub modules: Vec<KernelModule>,
+}
+
+/// One `.ko` from the image package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelModule {
+    /// The module's name (`.modinfo` `name=`, e.g. `virtio_pci_modern_dev`).
+    pub name: String,
+    /// The extracted file in the cache.
+    pub path: PathBuf,
 }
 
 fn run_output(cmd: &mut Command) -> Result<std::process::Output, String> {
@@ -100,6 +119,7 @@ pub fn prepare(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Inputs, 
         &cache_dir.join(format!("vmlinux-{kernel_release}")),
         log,
     )?;
+    let modules = sink_modules(&image, &kernel_release, cache_dir, log)?;
     Ok(Inputs {
         image_package,
         image_version,
@@ -109,6 +129,7 @@ pub fn prepare(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Inputs, 
         busybox,
         kexec,
         kexec_libs,
+        modules,
     })
 }
 
@@ -297,22 +318,39 @@ fn cached_deb(
 }
 
 /// Extract one member of a `.deb`'s data archive to `dest` (kept: reused when it exists).
-/// The member goes to a scratch directory first and is renamed into place, so an interrupted
-/// extraction never looks cached.
 fn extract_member(
     deb: &Path,
     member: &str,
     dest: &Path,
     log: &mut dyn FnMut(String),
 ) -> Result<PathBuf, String> {
-    if dest.metadata().is_ok_and(|m| m.len() > 0) {
-        return Ok(dest.to_path_buf());
-    }
+    extract_members(deb, &[(member.to_string(), dest.to_path_buf())], log)?;
+    Ok(dest.to_path_buf())
+}
+
+/// Extract members of a `.deb`'s data archive, `(member, dest)`, in one pass over the archive;
+/// a `dest` that exists (and is not empty) is kept as it is. The members go to a scratch
+/// directory first and are renamed into place, so an interrupted extraction never looks
+/// cached.
+fn extract_members(
+    deb: &Path,
+    wanted: &[(String, PathBuf)],
+    log: &mut dyn FnMut(String),
+) -> Result<(), String> {
+    let missing: Vec<&(String, PathBuf)> = wanted
+        .iter()
+        .filter(|(_, dest)| !dest.metadata().is_ok_and(|m| m.len() > 0))
+        .collect();
+    let Some((_, first)) = missing.first() else {
+        return Ok(());
+    };
+    let names: Vec<&str> = missing.iter().map(|(m, _)| m.as_str()).collect();
     log(format!(
-        "extracting {member} from {}",
+        "extracting {} from {}",
+        names.join(" "),
         deb.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let scratch = dest.with_extension("extracting");
+    let scratch = first.with_extension("extracting");
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let mut dpkg = Command::new("dpkg-deb")
@@ -325,23 +363,235 @@ fn extract_member(
         .arg("-x")
         .arg("-C")
         .arg(&scratch)
-        .arg(member)
+        .args(&names)
         .stdin(dpkg.stdout.take().unwrap())
         .output()
         .map_err(|e| format!("cannot run tar: {e}"))?;
     let dpkg_ok = dpkg.wait().is_ok_and(|s| s.success());
-    let got = scratch.join(member);
-    if !tar.status.success() || !dpkg_ok || !got.is_file() {
+    let all_there = missing.iter().all(|(m, _)| scratch.join(m).is_file());
+    if !tar.status.success() || !dpkg_ok || !all_there {
         let _ = std::fs::remove_dir_all(&scratch);
         return Err(format!(
-            "could not extract {member} from {}: {}",
+            "could not extract {} from {}: {}",
+            names.join(" "),
             deb.display(),
             String::from_utf8_lossy(&tar.stderr).trim()
         ));
     }
-    std::fs::rename(&got, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    for (member, dest) in missing {
+        std::fs::rename(scratch.join(member), dest)
+            .map_err(|e| format!("{}: {e}", dest.display()))?;
+    }
     let _ = std::fs::remove_dir_all(&scratch);
-    Ok(dest.to_path_buf())
+    Ok(())
+}
+
+/// The image package's modules: module name (`-` in file names read as `_`, as the kernel
+/// does) → archive member (`./lib/modules/<release>/kernel/…/<name>.ko`). Compressed modules
+/// (`.ko.xz`, `.ko.zst`, `.ko.gz`) are listed under their name with the member as it is, so
+/// the caller can say why it cannot use them.
+fn list_modules(deb: &Path, release: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    let tar = Command::new("tar")
+        .arg("-t")
+        .stdin(dpkg.stdout.take().unwrap())
+        .output()
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    let dpkg_ok = dpkg.wait().is_ok_and(|s| s.success());
+    if !tar.status.success() || !dpkg_ok {
+        return Err(format!(
+            "cannot list {}: {}",
+            deb.display(),
+            String::from_utf8_lossy(&tar.stderr).trim()
+        ));
+    }
+    Ok(parse_module_listing(
+        &String::from_utf8_lossy(&tar.stdout),
+        release,
+    ))
+}
+
+pub fn parse_module_listing(listing: &str, release: &str) -> BTreeMap<String, String> {
+    let prefix = format!("./lib/modules/{release}/");
+    let mut m = BTreeMap::new();
+    for member in listing.lines().map(str::trim) {
+        if !member.starts_with(&prefix) {
+            continue;
+        }
+        let file = member.rsplit('/').next().unwrap_or("");
+        let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+            .iter()
+            .find_map(|ext| file.strip_suffix(ext));
+        if let Some(stem) = stem {
+            m.insert(stem.replace('-', "_"), member.to_string());
+        }
+    }
+    m
+}
+
+/// The `key=value` strings of a kernel module's `.modinfo` section (ELF64 little-endian).
+pub fn modinfo(ko: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let u16_at = |o: usize| -> Option<usize> {
+        Some(u16::from_le_bytes(ko.get(o..o + 2)?.try_into().ok()?) as usize)
+    };
+    let u32_at = |o: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(ko.get(o..o + 4)?.try_into().ok()?) as usize)
+    };
+    let u64_at = |o: usize| -> Option<usize> {
+        usize::try_from(u64::from_le_bytes(ko.get(o..o + 8)?.try_into().ok()?)).ok()
+    };
+    if ko.len() < 64 || &ko[..4] != b"\x7fELF" || ko[4] != 2 || ko[5] != 1 {
+        return Err("not a little-endian ELF64 file (a compressed module?)".into());
+    }
+    let find = || -> Option<&[u8]> {
+        let (shoff, shentsize, shnum, shstrndx) =
+            (u64_at(0x28)?, u16_at(0x3a)?, u16_at(0x3c)?, u16_at(0x3e)?);
+        let sh = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
+        let strtab = u64_at(sh(shstrndx)? + 0x18)?;
+        for i in 0..shnum {
+            let h = sh(i)?;
+            let name_at = strtab.checked_add(u32_at(h)?)?;
+            let name = ko.get(name_at..)?.split(|&b| b == 0).next()?;
+            if name == b".modinfo" {
+                let (off, size) = (u64_at(h + 0x18)?, u64_at(h + 0x20)?);
+                return ko.get(off..off.checked_add(size)?);
+            }
+        }
+        None
+    };
+    let section = find().ok_or("no .modinfo section")?;
+    Ok(section
+        .split(|&b| b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect())
+}
+
+/// Module names in `insmod` order: every module after all it depends on, the roots in the
+/// order given. `depends` maps each module to its `depends=` list.
+pub fn load_order(
+    roots: &[&str],
+    depends: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<String>, String> {
+    fn visit(
+        n: &str,
+        depends: &BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) -> Result<(), String> {
+        if out.iter().any(|o| o == n) {
+            return Ok(());
+        }
+        if path.iter().any(|p| p == n) {
+            return Err(format!(
+                "module dependency cycle: {} -> {n}",
+                path.join(" -> ")
+            ));
+        }
+        let deps = depends
+            .get(n)
+            .ok_or_else(|| format!("no dependency list for module {n}"))?;
+        path.push(n.to_string());
+        for d in deps {
+            visit(d, depends, path, out)?;
+        }
+        path.pop();
+        out.push(n.to_string());
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for r in roots {
+        visit(r, depends, &mut Vec::new(), &mut out)?;
+    }
+    Ok(out)
+}
+
+/// [`SINK_MODULES`] and everything they depend on, extracted from the image package into
+/// `<cache>/modules-<release>/<name>.ko` (kept between runs), in `insmod` order. Each module's
+/// `vermagic=` must name `release`.
+fn sink_modules(
+    image: &Path,
+    release: &str,
+    cache_dir: &Path,
+    log: &mut dyn FnMut(String),
+) -> Result<Vec<KernelModule>, String> {
+    let dir = cache_dir.join(format!("modules-{release}"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file = |n: &str| dir.join(format!("{n}.ko"));
+    let mut listing: Option<BTreeMap<String, String>> = None;
+    let mut depends: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut want: Vec<String> = SINK_MODULES.iter().map(|s| s.to_string()).collect();
+    while !want.is_empty() {
+        let missing: Vec<&String> = want.iter().filter(|n| !file(n).is_file()).collect();
+        if !missing.is_empty() {
+            if listing.is_none() {
+                listing = Some(list_modules(image, release)?);
+            }
+            let members = listing.as_ref().unwrap();
+            let mut batch = Vec::new();
+            for n in missing {
+                let member = members.get(n.as_str()).ok_or_else(|| {
+                    format!("{} has no module {n}.ko under ./lib/modules/{release}/ (built in? then leave it out of SINK_MODULES)", image.display())
+                })?;
+                if !member.ends_with(".ko") {
+                    return Err(format!(
+                        "{} ships {member} compressed; the e2e initramfs takes uncompressed .ko files only",
+                        image.display()
+                    ));
+                }
+                batch.push((member.clone(), file(n)));
+            }
+            extract_members(image, &batch, log)?;
+        }
+        let mut next = Vec::new();
+        for n in want.drain(..) {
+            let p = file(&n);
+            let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let info = modinfo(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+            let field = |k: &str| {
+                info.iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            let vermagic = field("vermagic").unwrap_or("");
+            if vermagic.split_whitespace().next() != Some(release) {
+                return Err(format!(
+                    "{}: vermagic {vermagic:?} is not for {release}",
+                    p.display()
+                ));
+            }
+            let deps: Vec<String> = field("depends")
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(String::from)
+                .collect();
+            for d in &deps {
+                if !depends.contains_key(d) && d != &n && !next.contains(d) {
+                    next.push(d.clone());
+                }
+            }
+            depends.insert(n, deps);
+        }
+        next.retain(|d| !depends.contains_key(d));
+        want = next;
+    }
+    Ok(load_order(SINK_MODULES, &depends)?
+        .into_iter()
+        .map(|name| KernelModule {
+            path: file(&name),
+            name,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -375,6 +625,118 @@ mod tests {
                 "/lib64/ld-linux-x86-64.so.2"
             ]
         );
+    }
+
+    #[test]
+    fn module_listing_by_name() {
+        let l = "./lib/modules/r1/\n./lib/modules/r1/kernel/drivers/virtio/virtio_pci.ko\n\
+                 ./lib/modules/r1/kernel/drivers/char/hw_random/virtio-rng.ko\n\
+                 ./lib/modules/r1/kernel/net/core/failover.ko.xz\n\
+                 ./lib/modules/r2/kernel/drivers/block/virtio_blk.ko\n./boot/vmlinuz-r1\n";
+        let m = parse_module_listing(l, "r1");
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            m["virtio_pci"],
+            "./lib/modules/r1/kernel/drivers/virtio/virtio_pci.ko"
+        );
+        assert_eq!(
+            m["virtio_rng"],
+            "./lib/modules/r1/kernel/drivers/char/hw_random/virtio-rng.ko"
+        );
+        assert!(m["failover"].ends_with(".ko.xz"));
+    }
+
+    #[test]
+    fn insmod_order_puts_dependencies_first() {
+        // Debian 6.1's depends= lists (modinfo -F depends).
+        let d: BTreeMap<String, Vec<String>> = [
+            ("virtio", "virtio_ring"),
+            ("virtio_ring", ""),
+            (
+                "virtio_pci",
+                "virtio_ring,virtio_pci_modern_dev,virtio_pci_legacy_dev,virtio",
+            ),
+            ("virtio_pci_legacy_dev", ""),
+            ("virtio_pci_modern_dev", ""),
+            ("virtio_blk", "virtio,virtio_ring"),
+            ("virtio_net", "virtio_ring,virtio,net_failover"),
+            ("failover", ""),
+            ("net_failover", "failover"),
+        ]
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+            )
+        })
+        .collect();
+        assert_eq!(
+            load_order(SINK_MODULES, &d).unwrap(),
+            [
+                "virtio_ring",
+                "virtio_pci_modern_dev",
+                "virtio_pci_legacy_dev",
+                "virtio",
+                "virtio_pci",
+                "virtio_blk",
+                "failover",
+                "net_failover",
+                "virtio_net"
+            ]
+        );
+        let mut cyc = d.clone();
+        cyc.insert("virtio_ring".into(), vec!["virtio_blk".into()]);
+        assert!(load_order(SINK_MODULES, &cyc)
+            .unwrap_err()
+            .contains("cycle"));
+        cyc.remove("virtio_ring");
+        assert!(load_order(SINK_MODULES, &cyc)
+            .unwrap_err()
+            .contains("virtio_ring"));
+    }
+
+    /// A minimal ELF64 with a section-name table and a `.modinfo` section.
+    fn ko_with_modinfo(info: &[u8]) -> Vec<u8> {
+        let shstr = b"\0.shstrtab\0.modinfo\0";
+        let mut f = vec![0u8; 64];
+        f[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        let shstr_off = f.len();
+        f.extend_from_slice(shstr);
+        let info_off = f.len();
+        f.extend_from_slice(info);
+        let shoff = f.len();
+        let sh = |name: u32, off: usize, size: usize| {
+            let mut h = vec![0u8; 64];
+            h[..4].copy_from_slice(&name.to_le_bytes());
+            h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
+            h[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
+            h
+        };
+        f.extend(sh(0, 0, 0));
+        f.extend(sh(1, shstr_off, shstr.len()));
+        f.extend(sh(11, info_off, info.len()));
+        f[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+        f[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        f[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        f[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn modinfo_fields() {
+        let ko = ko_with_modinfo(b"license=GPL\0depends=virtio_ring,virtio\0name=virtio_blk\0vermagic=6.1.0-56-cloud-amd64 SMP mod_unload \0");
+        let m = modinfo(&ko).unwrap();
+        assert!(m.contains(&("depends".into(), "virtio_ring,virtio".into())));
+        assert!(m.contains(&("name".into(), "virtio_blk".into())));
+        assert_eq!(m.len(), 4);
+        assert!(modinfo(b"\xfd7zXZ\0 compressed").is_err());
+        let mut bad = ko.clone();
+        bad[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(modinfo(&bad).is_err());
     }
 
     #[test]

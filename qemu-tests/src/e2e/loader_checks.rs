@@ -116,6 +116,7 @@ pub fn run(s: &LoaderScenario, work_dir: &Path, vmlinuz: &Path, initramfs: &Path
             append: format!("console=ttyS0{ck} panic=0 e2e.load=loader"),
             timeout: Duration::from_secs(180),
             verbose: false,
+            extra: vec![],
         };
         let mut cmd = spec.command();
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());

@@ -1,12 +1,14 @@
 //! End-to-end tests on a real crashed Linux: boot Debian's cloud kernel in QEMU (TCG), arm
 //! kdump with lifeboat (`lifeboat load`, with kexec_file_load or kexec_load) or with Debian's
-//! own `kexec -p`, crash it with sysrq, receive the dump from the serial port, and check it
-//! with tools nobody here wrote (`makedumpfile --dump-dmesg`, `crash`) and byte for byte
-//! against QEMU's own view of guest memory (`dump-guest-memory` over QMP).
+//! own `kexec -p`, crash it with sysrq, get the dump (from the serial port, a virtio-blk disk
+//! or `lifeboat serve`), and check it with tools nobody here wrote (`makedumpfile
+//! --dump-dmesg`, `crash`) and byte for byte against QEMU's own view of guest memory
+//! (`dump-guest-memory` over QMP).
 //!
 //! - [`inputs`]: the Debian kernel packages (downloaded once into the cache) and host tools.
 //! - [`cpio`], [`initramfs`]: the guest's initramfs and its `/init`.
 //! - [`guest`]: QEMU, the serial watch (timings, fail-fast markers) and QMP.
+//! - [`sink`]: the dump disk, the server, and how the dump comes back to the host.
 //! - [`guest_memory`]: QEMU's ELF memory dump; [`dump_layout`]: the dump's own headers;
 //!   [`checks`]: every check. See `qemu-tests/E2E.md`.
 
@@ -19,6 +21,7 @@ pub mod guest_memory;
 pub mod initramfs;
 pub mod inputs;
 pub mod loader_checks;
+pub mod sink;
 
 use std::fmt;
 use std::ops::Range;
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use checks::{check, Check, Comparison, Exclusions};
 use guest_memory::PAGE;
+pub use sink::Sink;
 
 /// What `cargo xtask e2e` passes in.
 #[derive(Clone, Debug)]
@@ -83,6 +87,8 @@ pub struct E2eScenario {
     pub default: bool,
     /// The guest's `crashkernel=`.
     pub crashkernel: &'static str,
+    /// Where the capture kernel writes the dump.
+    pub sink: Sink,
 }
 
 impl E2eScenario {
@@ -90,12 +96,19 @@ impl E2eScenario {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(500 + 100 * self.mem_gib)
     }
-    pub fn append(&self) -> String {
-        format!(
+    /// The guest's command line; `e2e_sink` is `/init`'s `lifeboat.sink=` value
+    /// ([`sink::SinkHost::e2e_sink`]: the network sink's port is only known at run time).
+    pub fn append(&self, e2e_sink: Option<&str>) -> String {
+        let mut a = format!(
             "console=ttyS0 crashkernel={} panic=0 e2e.load={}",
             self.crashkernel,
             self.load.cmdline_word()
-        )
+        );
+        if let Some(v) = e2e_sink {
+            a.push_str(" e2e.sink=");
+            a.push_str(v);
+        }
+        a
     }
 }
 
@@ -104,19 +117,22 @@ pub const CRASHKERNEL: &str = "16M";
 
 /// Every scenario.
 pub fn scenarios() -> Vec<E2eScenario> {
-    let s = |name, load, mem_gib, default| E2eScenario {
+    let s = |name, load, mem_gib, default, sink| E2eScenario {
         name,
         load,
         mem_gib,
         cpus: 2,
         default,
         crashkernel: CRASHKERNEL,
+        sink,
     };
     vec![
-        s("file-1g", LoadMethod::LifeboatFile, 1, true),
-        s("load-1g", LoadMethod::LifeboatLoad, 1, false),
-        s("stock-1g", LoadMethod::Stock, 1, false),
-        s("file-4g", LoadMethod::LifeboatFile, 4, false),
+        s("file-1g", LoadMethod::LifeboatFile, 1, true, Sink::Serial),
+        s("load-1g", LoadMethod::LifeboatLoad, 1, false, Sink::Serial),
+        s("stock-1g", LoadMethod::Stock, 1, false, Sink::Serial),
+        s("file-4g", LoadMethod::LifeboatFile, 4, false, Sink::Serial),
+        s("blk-1g", LoadMethod::LifeboatFile, 1, false, Sink::Blk),
+        s("net-1g", LoadMethod::LifeboatFile, 1, false, Sink::Net),
     ]
 }
 
@@ -336,12 +352,13 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
     for (i, s) in selected.iter().enumerate() {
         let i = i + loader.len();
         println!(
-            "e2e: [{}/{n}] {} ({} GiB, -smp {}, e2e.load={}, timeout {} s) …",
+            "e2e: [{}/{n}] {} ({} GiB, -smp {}, e2e.load={}, sink {}, timeout {} s) …",
             i + 1,
             s.name,
             s.mem_gib,
             s.cpus,
             s.load.cmdline_word(),
+            s.sink.word(),
             s.timeout().as_secs()
         );
         let r = run_scenario(s, cfg, &inputs, &initramfs);
@@ -492,6 +509,7 @@ fn scenario_body(
         std::fs::remove_dir_all(dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut sink_host = sink::SinkHost::prepare(s.sink, dir, &cfg.lifeboat_host)?;
     let mem = format!("{}G", s.mem_gib);
     let spec = guest::GuestSpec {
         dir,
@@ -499,9 +517,10 @@ fn scenario_body(
         initramfs,
         mem: &mem,
         smp: s.cpus,
-        append: s.append(),
+        append: s.append(sink_host.e2e_sink().as_deref()),
         timeout: s.timeout(),
         verbose: cfg.verbose,
+        extra: sink_host.qemu_args(),
     };
     let name = s.name;
     let mut log = |m: String| println!("e2e: [{name}] {m}");
@@ -510,7 +529,7 @@ fn scenario_body(
         Ok(run) => run,
         Err((why, tl)) => {
             r.timeline = tl;
-            return Err(why);
+            return Err(format!("{why}{}", sink_host.failure_context()));
         }
     };
     r.timeline = run.timeline.clone();
@@ -534,12 +553,23 @@ fn scenario_body(
         return Err("no \"e2e: iomem: … : System RAM\" lines from /init".into());
     }
 
-    // 1. lifeboat receive
-    let received = check("lifeboat receive", checks::receive(&cfg.lifeboat_host, dir));
-    r.checks.push(received);
-    let vmcore = match std::fs::read(dir.join("vmcore")) {
+    if s.sink != Sink::Serial {
+        // The capture kernel's lines about its sink (which device, what the server said).
+        let after_sysrq = console
+            .iter()
+            .skip_while(|l| !l.contains(guest::MARK_SYSRQ))
+            .filter(|l| l.starts_with(guest::MARK_LIFEBOAT) && l.contains("sink"));
+        r.details.extend(after_sysrq.take(6).cloned());
+    }
+
+    // 1. the dump reaches the host: lifeboat receive, fetch or serve
+    let (got, vmcore_path) = sink_host.collect(&cfg.lifeboat_host, dir, &run.verdict);
+    let how = got.name;
+    r.checks.push(got);
+    let vmcore_path = vmcore_path.ok_or(format!("no vmcore from `{how}`"))?;
+    let vmcore = match std::fs::read(&vmcore_path) {
         Ok(v) => v,
-        Err(e) => return Err(format!("no vmcore from `lifeboat receive`: {e}")),
+        Err(e) => return Err(format!("no vmcore from `{how}`: {e}")),
     };
     r.dump_bytes = Some(vmcore.len() as u64);
     let layout = dump_layout::DumpLayout::read(&vmcore);
@@ -575,11 +605,19 @@ fn scenario_body(
     // 3. makedumpfile --dump-dmesg
     r.checks.push(check(
         "makedumpfile --dump-dmesg",
-        checks::makedumpfile_dmesg(dir),
+        checks::makedumpfile_dmesg(dir, &vmcore_path),
     ));
     // 4. crash
-    r.checks
-        .push(check("crash bt/log", checks::crash(&inputs.vmlinux, dir)));
+    r.checks.push(check(
+        "crash bt/log",
+        checks::crash(&inputs.vmlinux, dir, &vmcore_path, "crash"),
+    ));
+    if let sink::SinkHost::Blk { disk } = &sink_host {
+        r.checks.push(check(
+            "crash bt/log on the raw disk",
+            checks::crash(&inputs.vmlinux, dir, disk, "crash-disk"),
+        ));
+    }
 
     // 5. byte-exact against QEMU's view
     let page = |a: u64| a / PAGE;
@@ -671,9 +709,10 @@ mod tests {
         assert_eq!(names(select(false, None)), ["file-1g"]);
         assert_eq!(
             names(select(true, None)),
-            ["file-1g", "load-1g", "stock-1g", "file-4g"]
+            ["file-1g", "load-1g", "stock-1g", "file-4g", "blk-1g", "net-1g"]
         );
         assert_eq!(names(select(false, Some("stock"))), ["stock-1g"]);
+        assert_eq!(names(select(false, Some("net"))), ["net-1g"]);
         assert_eq!(names(select(false, Some("4g"))), ["file-4g"]);
         assert!(select(true, Some("nope")).is_empty());
     }
@@ -684,8 +723,22 @@ mod tests {
         assert_eq!(all[0].timeout().as_secs(), 600);
         assert_eq!(all[3].timeout().as_secs(), 900);
         assert_eq!(
-            all[2].append(),
+            all[2].append(None),
             "console=ttyS0 crashkernel=16M panic=0 e2e.load=stock"
+        );
+        let net = all.iter().find(|s| s.name == "net-1g").unwrap();
+        assert_eq!(
+            (net.sink, net.load, net.mem_gib),
+            (Sink::Net, LoadMethod::LifeboatFile, 1)
+        );
+        assert_eq!(
+            net.append(Some("net:10.0.2.2:4321")),
+            "console=ttyS0 crashkernel=16M panic=0 e2e.load=file e2e.sink=net:10.0.2.2:4321"
+        );
+        let blk = all.iter().find(|s| s.name == "blk-1g").unwrap();
+        assert_eq!(
+            (blk.sink, blk.load, blk.timeout().as_secs()),
+            (Sink::Blk, LoadMethod::LifeboatFile, 600)
         );
     }
 
