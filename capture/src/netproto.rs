@@ -321,7 +321,7 @@ enum Attempt {
     },
     /// Final: the server said FAILED (or spoke garbage).
     Failed(String),
-    /// The connection was lost; `at` is the stream offset reached.
+    /// The connection was lost; `at` is the flattened-stream offset the dump had reached.
     Lost {
         at: u64,
         why: NetError,
@@ -516,8 +516,8 @@ fn finish_attempt<N: Connector, C: Conn>(
             code, text
         )),
         (Waited::Garbled(why), _) => Attempt::Failed(why),
-        (Waited::Lost(_), Some(send_error)) => Attempt::Lost { at: link.sent, why: send_error },
-        (Waited::Lost(e), None) => Attempt::Lost { at: link.sent, why: e },
+        (Waited::Lost(_), Some(send_error)) => Attempt::Lost { at: stream_bytes, why: send_error },
+        (Waited::Lost(e), None) => Attempt::Lost { at: stream_bytes, why: e },
     }
 }
 

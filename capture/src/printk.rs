@@ -306,9 +306,10 @@ impl Prb {
         let desc_ring = o("printk_ringbuffer.desc_ring")?;
         let text_ring = o("printk_ringbuffer.text_data_ring")?;
         let counter = o("atomic_long_t.counter")?;
-        let at = |base: u64, off: u64| base.checked_add(off).unwrap_or(u64::MAX);
+        let at = |base: u64, off: u64| base.saturating_add(off);
 
-        let count_bits = field(&rb, at(desc_ring, o("prb_desc_ring.count_bits")?), 4, "count_bits")?;
+        let count_bits =
+            field(&rb, at(desc_ring, o("prb_desc_ring.count_bits")?), 4, "count_bits")?;
         let size_bits = field(&rb, at(text_ring, o("prb_data_ring.size_bits")?), 4, "size_bits")?;
         if count_bits > u64::from(MAX_COUNT_BITS) || size_bits > u64::from(MAX_SIZE_BITS) {
             return Err(LogError::BadRing(format!(
@@ -446,11 +447,9 @@ fn lockless_record(
     if vm.read(p.infos + index * p.info_size, inf).is_err() {
         return Outcome::Garbage;
     }
-    let (Ok(seq), Ok(ts_nsec), Ok(text_len)) = (
-        field(inf, p.seq, 8, ""),
-        field(inf, p.ts_nsec, 8, ""),
-        field(inf, p.text_len, 2, ""),
-    ) else {
+    let (Ok(seq), Ok(ts_nsec), Ok(text_len)) =
+        (field(inf, p.seq, 8, ""), field(inf, p.ts_nsec, 8, ""), field(inf, p.text_len, 2, ""))
+    else {
         return Outcome::Garbage;
     };
     let caller_id = match p.caller_id.map(|o| field(inf, o, 4, "")) {
@@ -491,29 +490,30 @@ fn log_buf(
     }
     let sym = |k: &'static str| need(info.symbol(k), k);
     let buf = vm.read_u64(sym("log_buf")?).map_err(read_err("the log_buf pointer"))?;
-    let buf_len =
-        vm.read_u32(sym("log_buf_len")?).map_err(read_err("log_buf_len"))? as u64;
+    let buf_len = vm.read_u32(sym("log_buf_len")?).map_err(read_err("log_buf_len"))? as u64;
     let first = u64::from(vm.read_u32(sym("log_first_idx")?).map_err(read_err("log_first_idx"))?);
     let next = u64::from(vm.read_u32(sym("log_next_idx")?).map_err(read_err("log_next_idx"))?);
     // The structure is "printk_log" since Linux 3.11, "log" before.
-    let (hdr_size, ts_off, len_off, text_len_off, caller_off) =
-        match info.size("printk_log") {
-            Some(s) => (
-                s,
-                need(info.offset("printk_log.ts_nsec"), "OFFSET(printk_log.ts_nsec)")?,
-                need(info.offset("printk_log.len"), "OFFSET(printk_log.len)")?,
-                need(info.offset("printk_log.text_len"), "OFFSET(printk_log.text_len)")?,
-                info.offset("printk_log.caller_id"),
-            ),
-            None => (
-                need(info.size("log"), "SIZE(printk_log)")?,
-                need(info.offset("log.ts_nsec"), "OFFSET(log.ts_nsec)")?,
-                need(info.offset("log.len"), "OFFSET(log.len)")?,
-                need(info.offset("log.text_len"), "OFFSET(log.text_len)")?,
-                None,
-            ),
-        };
-    if hdr_size == 0 || hdr_size > MAX_STRUCT || buf_len > 1 << 31 || buf.checked_add(buf_len).is_none()
+    let (hdr_size, ts_off, len_off, text_len_off, caller_off) = match info.size("printk_log") {
+        Some(s) => (
+            s,
+            need(info.offset("printk_log.ts_nsec"), "OFFSET(printk_log.ts_nsec)")?,
+            need(info.offset("printk_log.len"), "OFFSET(printk_log.len)")?,
+            need(info.offset("printk_log.text_len"), "OFFSET(printk_log.text_len)")?,
+            info.offset("printk_log.caller_id"),
+        ),
+        None => (
+            need(info.size("log"), "SIZE(printk_log)")?,
+            need(info.offset("log.ts_nsec"), "OFFSET(log.ts_nsec)")?,
+            need(info.offset("log.len"), "OFFSET(log.len)")?,
+            need(info.offset("log.text_len"), "OFFSET(log.text_len)")?,
+            None,
+        ),
+    };
+    if hdr_size == 0
+        || hdr_size > MAX_STRUCT
+        || buf_len > 1 << 31
+        || buf.checked_add(buf_len).is_none()
     {
         return Err(LogError::BadRing(format!(
             "log_buf of {} bytes at {:#x}, SIZE(printk_log)={}",
@@ -636,7 +636,9 @@ SIZE(atomic_long_t)=16\nOFFSET(atomic_long_t.counter)=8\n",
             // Map the ring areas to physical pages in reverse order, so that virtually
             // contiguous reads really cross to unrelated physical pages.
             let mut pa = 0x0900_0000u64;
-            for (base, len) in [(DESCS, 40u64 << count_bits), (INFOS, 48 << count_bits), (DATA, 1 << size_bits)] {
+            for (base, len) in
+                [(DESCS, 40u64 << count_bits), (INFOS, 48 << count_bits), (DATA, 1 << size_bits)]
+            {
                 for page in (0..len.div_ceil(4096)).rev() {
                     pt.map(&mut mem, base + page * 4096, pa, 12);
                     mem.write(pa, &[0u8; 4096]);
@@ -680,7 +682,16 @@ SIZE(atomic_long_t)=16\nOFFSET(atomic_long_t.counter)=8\n",
 
         /// Writes descriptor `id` with the given state, block and info.
         #[allow(clippy::too_many_arguments)]
-        fn desc(&mut self, id: u64, state: u64, begin: u64, next: u64, seq: u64, ts: u64, text_len: u16) {
+        fn desc(
+            &mut self,
+            id: u64,
+            state: u64,
+            begin: u64,
+            next: u64,
+            seq: u64,
+            ts: u64,
+            text_len: u16,
+        ) {
             let i = id & ((1 << self.count_bits) - 1);
             let d = DESCS + i * 40;
             self.w64(d + 8 + 8, id | state << 62);
@@ -841,15 +852,17 @@ SIZE(atomic_long_t)=16\nOFFSET(atomic_long_t.counter)=8\n",
 
     #[test]
     fn dmesg_line_format() {
-        let rec = |ts: u64, text: &[u8], cid: Option<u32>| {
-            text_to_record(0, ts, cid, text.to_vec())
-        };
+        let rec =
+            |ts: u64, text: &[u8], cid: Option<u32>| text_to_record(0, ts, cid, text.to_vec());
         assert_eq!(rec(0, b"x", None).dmesg_line(), "[    0.000000] x");
         assert_eq!(rec(123_456_789_999_999, b"", None).dmesg_line(), "[123456.789999] ");
         // Multi-line texts are indented to the prefix; control and high bytes escaped.
         assert_eq!(
             rec(1_500_000, b"a\nb\tc\x01\x7f\xc3\xa9\r", Some(0x8000_000c)).dmesg_line(),
-            "[    0.001500] [     C12] a\n                          b\tc\\x01\\x7f\\xffffffc3\\xffffffa9\r"
+            format!(
+                "[    0.001500] [     C12] a\n{}b\tc\\x01\\x7f\\xffffffc3\\xffffffa9\r",
+                " ".repeat(26)
+            )
         );
         assert_eq!(
             rec(0, b"l1\nl2", Some(1234567)).dmesg_line_with(false),
@@ -956,4 +969,27 @@ OFFSET(printk_log.text_len)=10\nOFFSET(printk_log.caller_id)=12\n",
         let vi = VmcoreInfo::new(b"NUMBER(phys_base)=0\n");
         assert_eq!(for_each_record(&vi, &vm, &mut |_| {}), Err(LogError::NoLog));
     }
+}
+
+/// The kernel log of a kdump-compressed dump, as `makedumpfile --dump-dmesg` writes it (one
+/// line per record; with `caller_id`, the `[T123]` column of makedumpfile 1.7.5 and later).
+pub fn dmesg_of_dump<R: crate::kdump_reader::ReadAt>(
+    rd: &crate::kdump_reader::KdumpReader<R>,
+    caller_id: bool,
+) -> Result<(String, LogStats), String> {
+    let text = rd.vmcoreinfo().ok_or_else(|| String::from("the dump has no VMCOREINFO"))?;
+    let info = VmcoreInfo::new(text);
+    let machine = match rd.machine() {
+        Some(m) if m.starts_with("x86_64") => crate::elfcore::EM_X86_64,
+        Some(m) if m.starts_with("aarch64") => crate::elfcore::EM_AARCH64,
+        m => return Err(format!("unknown machine {:?} in the dump header", m)),
+    };
+    let vm = KernelVm::new(&info, rd, machine).map_err(|e| format!("{}", e))?;
+    let mut out = String::new();
+    let stats = for_each_record(&info, &vm, &mut |r| {
+        out.push_str(&r.dmesg_line_with(caller_id));
+        out.push('\n');
+    })
+    .map_err(|e| format!("{}", e))?;
+    Ok((out, stats))
 }

@@ -45,6 +45,8 @@ pub enum VtopError {
     Unreadable { va: u64, pa: u64 },
     /// `va + len` overflows.
     Overflow { va: u64, len: u64 },
+    /// A VMCOREINFO symbol that must be in the kernel image is not.
+    BadSymbol { name: &'static str, va: u64 },
 }
 
 impl fmt::Display for VtopError {
@@ -65,13 +67,14 @@ impl fmt::Display for VtopError {
             VtopError::BadEntry { va, level, entry } => {
                 write!(f, "{:#x}: malformed {} entry {:#x}", va, level, entry)
             }
-            VtopError::Unreadable { va, pa } => write!(
-                f,
-                "{:#x} (physical {:#x}) is not in the dump or cannot be read",
-                va, pa
-            ),
+            VtopError::Unreadable { va, pa } => {
+                write!(f, "{:#x} (physical {:#x}) is not in the dump or cannot be read", va, pa)
+            }
             VtopError::Overflow { va, len } => {
                 write!(f, "range {:#x}+{:#x} wraps around the address space", va, len)
+            }
+            VtopError::BadSymbol { name, va } => {
+                write!(f, "VMCOREINFO SYMBOL({}) = {:#x} is not a kernel-image address", name, va)
             }
         }
     }
@@ -131,7 +134,7 @@ impl<'a> KernelVm<'a> {
             last: Cell::new(None),
         };
         if !vm.in_image(top_va) {
-            return Err(VtopError::BadEntry { va: top_va, level: "init_top_pgt", entry: top_va });
+            return Err(VtopError::BadSymbol { name: "init_top_pgt", va: top_va });
         }
         vm.top = vm.image_pa(top_va) & !(PAGE_SIZE - 1);
         Ok(vm)
@@ -177,9 +180,9 @@ impl<'a> KernelVm<'a> {
             let index = (va >> shift) & 0x1ff;
             let mut e = [0u8; 8];
             let at = table + index * 8;
-            self.mem.read(at, &mut e).map_err(|PhysError::Unreadable { .. }| {
-                VtopError::Unreadable { va, pa: at }
-            })?;
+            self.mem
+                .read(at, &mut e)
+                .map_err(|PhysError::Unreadable { .. }| VtopError::Unreadable { va, pa: at })?;
             let entry = u64::from_le_bytes(e);
             if entry & PTE_PRESENT == 0 {
                 return Err(VtopError::NotMapped { va, level: name });
@@ -436,6 +439,9 @@ NUMBER(pgtable_l5_enabled)={}\nNUMBER(KERNEL_IMAGE_SIZE)=1073741824\nNUMBER(sme_
             Some(VtopError::MissingInfo("SYMBOL(init_top_pgt)"))
         );
         let vi = VmcoreInfo::new(b"NUMBER(phys_base)=0\nSYMBOL(init_top_pgt)=1000\n");
-        assert!(KernelVm::new(&vi, &mem, EM_X86_64).is_err());
+        assert_eq!(
+            KernelVm::new(&vi, &mem, EM_X86_64).err(),
+            Some(VtopError::BadSymbol { name: "init_top_pgt", va: 0x1000 })
+        );
     }
 }

@@ -81,8 +81,7 @@ pub fn size_text(bytes: u64) -> String {
     } else if bytes >= 10 << 30 {
         format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
     } else if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-            .replace(".0 MiB", " MiB")
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64).replace(".0 MiB", " MiB")
     } else {
         format!("{} KiB", bytes.div_ceil(1024))
     }
@@ -111,15 +110,33 @@ pub enum BlkError {
     NoDisks,
     /// Bare `blk` with several disks: their descriptions.
     Several(Vec<String>),
-    NotFound { want: BlkTarget, found: Vec<String> },
+    NotFound {
+        want: BlkTarget,
+        found: Vec<String>,
+    },
     /// A path that is not a virtio-blk whole disk.
-    NotVirtioDisk { path: String, name: String },
-    Partition { path: String, disk: String },
+    NotVirtioDisk {
+        path: String,
+        name: String,
+    },
+    Partition {
+        path: String,
+        disk: String,
+    },
     NotOnPci(String),
     ReadOnly(String),
-    InUse { disk: String, uses: Vec<String> },
-    HasData { disk: String, what: String },
-    Unreadable { path: String, err: io::Error },
+    InUse {
+        disk: String,
+        uses: Vec<String>,
+    },
+    HasData {
+        disk: String,
+        what: String,
+    },
+    Unreadable {
+        path: String,
+        err: io::Error,
+    },
 }
 
 impl fmt::Display for BlkError {
@@ -140,7 +157,7 @@ impl fmt::Display for BlkError {
             ),
             NotFound { want, found } => write!(
                 f,
-                "lifeboat.sink: no virtio-blk disk is {want} (found: {})",
+                "lifeboat.sink: {want} was not found (virtio-blk disks here: {})",
                 if found.is_empty() { "none".to_string() } else { found.join("; ") }
             ),
             NotVirtioDisk { path, name } => write!(
@@ -214,7 +231,10 @@ pub fn virtio_disks(root: &Path) -> Vec<VirtioDisk> {
             VirtioDisk {
                 serial: attr(&d.join("serial")),
                 pci: pci_of(&d.join("device")),
-                size_bytes: attr(&d.join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512,
+                size_bytes: attr(&d.join("size"))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    * 512,
                 read_only: attr(&d.join("ro")).as_deref() == Some("1"),
                 partitions,
                 name,
@@ -235,39 +255,62 @@ pub fn blk_target(item: &str) -> Option<Result<BlkTarget, String>> {
     }
     let (o, warnings) = lifeboat_capture::cmdline::parse(&format!("lifeboat.sink={item}"));
     Some(match (o.sinks.as_slice(), warnings.is_empty()) {
-        ([lifeboat_capture::cmdline::SinkSpec::Blk(sel)], true) => Ok(BlkTarget::Selector(sel.clone())),
+        ([lifeboat_capture::cmdline::SinkSpec::Blk(sel)], true) => {
+            Ok(BlkTarget::Selector(sel.clone()))
+        }
         _ => Err(warnings.join("; ")),
     })
 }
 
 /// Finds the disk `want` names among `disks`. Paths are resolved under `root` (symlinks such
 /// as `/dev/disk/by-id/…` followed).
-pub fn resolve<'a>(root: &Path, disks: &'a [VirtioDisk], want: &BlkTarget) -> Result<&'a VirtioDisk, BlkError> {
+pub fn resolve<'a>(
+    root: &Path,
+    disks: &'a [VirtioDisk],
+    want: &BlkTarget,
+) -> Result<&'a VirtioDisk, BlkError> {
     let found = || disks.iter().map(|d| d.to_string()).collect::<Vec<_>>();
-    let not_found = || BlkError::NotFound { want: want.clone(), found: found() };
+    let not_found = || BlkError::NotFound {
+        want: want.clone(),
+        found: found(),
+    };
     let disk = match want {
         BlkTarget::Selector(BlkSelector::Only) => match disks {
             [] => return Err(BlkError::NoDisks),
             [one] => one,
             _ => return Err(BlkError::Several(found())),
         },
-        BlkTarget::Selector(BlkSelector::Pci(a)) => {
-            disks.iter().find(|d| d.pci == Some(*a)).ok_or_else(not_found)?
-        }
-        BlkTarget::Selector(BlkSelector::Serial(s)) => {
-            disks.iter().find(|d| d.serial.as_deref() == Some(s.as_str())).ok_or_else(not_found)?
-        }
+        BlkTarget::Selector(BlkSelector::Pci(a)) => disks
+            .iter()
+            .find(|d| d.pci == Some(*a))
+            .ok_or_else(not_found)?,
+        BlkTarget::Selector(BlkSelector::Serial(s)) => disks
+            .iter()
+            .find(|d| d.serial.as_deref() == Some(s.as_str()))
+            .ok_or_else(not_found)?,
         BlkTarget::Path(p) => {
             let full = root.join(p.trim_start_matches('/'));
-            let real = std::fs::canonicalize(&full)
-                .map_err(|err| BlkError::Unreadable { path: p.clone(), err })?;
-            let name = real.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let real = std::fs::canonicalize(&full).map_err(|err| BlkError::Unreadable {
+                path: p.clone(),
+                err,
+            })?;
+            let name = real
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
             if let Some(d) = disks.iter().find(|d| d.name == name) {
                 d
             } else if let Some(d) = disks.iter().find(|d| d.partitions.contains(&name)) {
-                return Err(BlkError::Partition { path: p.clone(), disk: d.name.clone() });
+                return Err(BlkError::Partition {
+                    path: p.clone(),
+                    disk: d.name.clone(),
+                });
             } else {
-                return Err(BlkError::NotVirtioDisk { path: p.clone(), name });
+                return Err(BlkError::NotVirtioDisk {
+                    path: p.clone(),
+                    name,
+                });
             }
         }
     };
@@ -286,7 +329,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -315,20 +361,28 @@ pub fn uses(root: &Path, disk: &VirtioDisk, mounts: &str, swaps: &str) -> Vec<St
     let mut out = Vec::new();
     for line in mounts.lines() {
         let mut f = line.split_whitespace();
-        let (Some(src), Some(dir)) = (f.next(), f.next()) else { continue };
+        let (Some(src), Some(dir)) = (f.next(), f.next()) else {
+            continue;
+        };
         if let Some(n) = mine(&unescape(src)) {
             out.push(format!("{n} is mounted on {}", unescape(dir)));
         }
     }
     for line in swaps.lines().skip(1) {
-        let Some(file) = line.split_whitespace().next() else { continue };
+        let Some(file) = line.split_whitespace().next() else {
+            continue;
+        };
         if let Some(n) = mine(&unescape(file)) {
             out.push(format!("{n} is in use as swap"));
         }
     }
     let block = root.join("sys/block").join(&disk.name);
     for n in disk.names() {
-        let dir = if n == disk.name { block.join("holders") } else { block.join(n).join("holders") };
+        let dir = if n == disk.name {
+            block.join("holders")
+        } else {
+            block.join(n).join("holders")
+        };
         let mut holders: Vec<String> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
@@ -337,7 +391,10 @@ pub fn uses(root: &Path, disk: &VirtioDisk, mounts: &str, swaps: &str) -> Vec<St
             .collect();
         holders.sort();
         if !holders.is_empty() {
-            out.push(format!("{n} is part of {} (device-mapper, LVM or RAID)", holders.join(", ")));
+            out.push(format!(
+                "{n} is part of {} (device-mapper, LVM or RAID)",
+                holders.join(", ")
+            ));
         }
     }
     out
@@ -368,28 +425,116 @@ struct Signature {
 /// Partition tables, file systems and volume formats, from their on-disk definitions (the
 /// same places blkid looks).
 const SIGNATURES: &[Signature] = &[
-    Signature { offset: 512, magic: b"EFI PART", what: "a GPT partition table" },
-    Signature { offset: 4096, magic: b"EFI PART", what: "a GPT partition table (4 KiB sectors)" },
-    Signature { offset: 1080, magic: &[0x53, 0xef], what: "an ext2/ext3/ext4 file system" },
-    Signature { offset: 0, magic: b"XFSB", what: "an XFS file system" },
-    Signature { offset: 65600, magic: b"_BHRfS_M", what: "a btrfs file system" },
-    Signature { offset: 4086, magic: b"SWAPSPACE2", what: "a swap area" },
-    Signature { offset: 4086, magic: b"SWAP-SPACE", what: "a swap area" },
-    Signature { offset: 65526, magic: b"SWAPSPACE2", what: "a swap area (64 KiB pages)" },
-    Signature { offset: 0, magic: b"LUKS\xba\xbe", what: "a LUKS encrypted volume" },
-    Signature { offset: 0, magic: b"LABELONE", what: "an LVM physical volume" },
-    Signature { offset: 512, magic: b"LABELONE", what: "an LVM physical volume" },
-    Signature { offset: 1024, magic: b"LABELONE", what: "an LVM physical volume" },
-    Signature { offset: 1536, magic: b"LABELONE", what: "an LVM physical volume" },
-    Signature { offset: 0, magic: &[0xfc, 0x4e, 0x2b, 0xa9], what: "a Linux RAID member (md 1.1)" },
-    Signature { offset: 4096, magic: &[0xfc, 0x4e, 0x2b, 0xa9], what: "a Linux RAID member (md 1.2)" },
-    Signature { offset: 1024, magic: &[0x10, 0x20, 0xf5, 0xf2], what: "an F2FS file system" },
-    Signature { offset: 0, magic: b"hsqs", what: "a squashfs file system" },
-    Signature { offset: 32769, magic: b"CD001", what: "an ISO 9660 file system" },
-    Signature { offset: 3, magic: b"NTFS    ", what: "an NTFS file system" },
-    Signature { offset: 3, magic: b"EXFAT   ", what: "an exFAT file system" },
-    Signature { offset: 54, magic: b"FAT1", what: "a FAT file system" },
-    Signature { offset: 82, magic: b"FAT32   ", what: "a FAT file system" },
+    Signature {
+        offset: 512,
+        magic: b"EFI PART",
+        what: "a GPT partition table",
+    },
+    Signature {
+        offset: 4096,
+        magic: b"EFI PART",
+        what: "a GPT partition table (4 KiB sectors)",
+    },
+    Signature {
+        offset: 1080,
+        magic: &[0x53, 0xef],
+        what: "an ext2/ext3/ext4 file system",
+    },
+    Signature {
+        offset: 0,
+        magic: b"XFSB",
+        what: "an XFS file system",
+    },
+    Signature {
+        offset: 65600,
+        magic: b"_BHRfS_M",
+        what: "a btrfs file system",
+    },
+    Signature {
+        offset: 4086,
+        magic: b"SWAPSPACE2",
+        what: "a swap area",
+    },
+    Signature {
+        offset: 4086,
+        magic: b"SWAP-SPACE",
+        what: "a swap area",
+    },
+    Signature {
+        offset: 65526,
+        magic: b"SWAPSPACE2",
+        what: "a swap area (64 KiB pages)",
+    },
+    Signature {
+        offset: 0,
+        magic: b"LUKS\xba\xbe",
+        what: "a LUKS encrypted volume",
+    },
+    Signature {
+        offset: 0,
+        magic: b"LABELONE",
+        what: "an LVM physical volume",
+    },
+    Signature {
+        offset: 512,
+        magic: b"LABELONE",
+        what: "an LVM physical volume",
+    },
+    Signature {
+        offset: 1024,
+        magic: b"LABELONE",
+        what: "an LVM physical volume",
+    },
+    Signature {
+        offset: 1536,
+        magic: b"LABELONE",
+        what: "an LVM physical volume",
+    },
+    Signature {
+        offset: 0,
+        magic: &[0xfc, 0x4e, 0x2b, 0xa9],
+        what: "a Linux RAID member (md 1.1)",
+    },
+    Signature {
+        offset: 4096,
+        magic: &[0xfc, 0x4e, 0x2b, 0xa9],
+        what: "a Linux RAID member (md 1.2)",
+    },
+    Signature {
+        offset: 1024,
+        magic: &[0x10, 0x20, 0xf5, 0xf2],
+        what: "an F2FS file system",
+    },
+    Signature {
+        offset: 0,
+        magic: b"hsqs",
+        what: "a squashfs file system",
+    },
+    Signature {
+        offset: 32769,
+        magic: b"CD001",
+        what: "an ISO 9660 file system",
+    },
+    Signature {
+        offset: 3,
+        magic: b"NTFS    ",
+        what: "an NTFS file system",
+    },
+    Signature {
+        offset: 3,
+        magic: b"EXFAT   ",
+        what: "an exFAT file system",
+    },
+    Signature {
+        offset: 54,
+        magic: b"FAT1",
+        what: "a FAT file system",
+    },
+    Signature {
+        offset: 82,
+        magic: b"FAT32   ",
+        what: "a FAT file system",
+    },
 ];
 
 /// Where a `disk_dump_header` block ends at the least (a kdump header block is at least a
@@ -466,29 +611,50 @@ impl CheckedDisk {
     pub fn summary(&self) -> String {
         let held = match &self.content {
             Some(Content::Empty) => "empty".to_string(),
-            Some(Content::KdumpDump) => "holds an earlier dump, which will be overwritten".to_string(),
+            Some(Content::KdumpDump) => {
+                "holds an earlier dump, which will be overwritten".to_string()
+            }
             Some(Content::InProgress) => "holds an unfinished capture".to_string(),
             Some(Content::Known(w)) => format!("holds {w} (--force)"),
-            Some(Content::Unknown) => "holds data of no known kind, which will be overwritten".to_string(),
+            Some(Content::Unknown) => {
+                "holds data of no known kind, which will be overwritten".to_string()
+            }
             None => "contents not checked".to_string(),
         };
-        format!("dump disk {}: {held}; the capture kernel gets {}", self.disk, self.item)
+        format!(
+            "dump disk {}: {held}; the capture kernel gets {}",
+            self.disk, self.item
+        )
     }
 }
 
 /// Checks `disk` for use as a dump disk: not in use, no data (both overridden by `force`).
 /// `start` is the first bytes of the disk, or `None` when they could not be read.
-pub fn check(disk: &VirtioDisk, uses: Vec<String>, start: Option<&[u8]>, force: bool) -> Result<CheckedDisk, BlkError> {
+pub fn check(
+    disk: &VirtioDisk,
+    uses: Vec<String>,
+    start: Option<&[u8]>,
+    force: bool,
+) -> Result<CheckedDisk, BlkError> {
     let path = disk.dev_path();
     if !uses.is_empty() && !force {
         return Err(BlkError::InUse { disk: path, uses });
     }
     let content = start.map(detect);
     if let (Some(Content::Known(what)), false) = (&content, force) {
-        return Err(BlkError::HasData { disk: path, what: what.clone() });
+        return Err(BlkError::HasData {
+            disk: path,
+            what: what.clone(),
+        });
     }
-    let pci = disk.pci.ok_or_else(|| BlkError::NotOnPci(disk.to_string()))?;
-    Ok(CheckedDisk { disk: disk.clone(), content, item: format!("blk:{pci}") })
+    let pci = disk
+        .pci
+        .ok_or_else(|| BlkError::NotOnPci(disk.to_string()))?;
+    Ok(CheckedDisk {
+        disk: disk.clone(),
+        content,
+        item: format!("blk:{pci}"),
+    })
 }
 
 #[cfg(test)]
@@ -497,7 +663,8 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn tmp(name: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("lifeboat-blkcheck-{name}-{}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("lifeboat-blkcheck-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         p
@@ -511,7 +678,15 @@ mod tests {
 
     /// A virtio-blk disk the way Linux lays it out in sysfs:
     /// `/sys/block/vdX -> ../devices/pci0000:00/<pci>/virtioN/block/vdX`, `device -> ../../../virtioN`.
-    fn add_disk(root: &Path, name: &str, pci: &str, virtio: u32, serial: Option<&str>, sectors: u64, parts: &[&str]) {
+    fn add_disk(
+        root: &Path,
+        name: &str,
+        pci: &str,
+        virtio: u32,
+        serial: Option<&str>,
+        sectors: u64,
+        parts: &[&str],
+    ) {
         let dev = format!("sys/devices/pci0000:00/{pci}/virtio{virtio}");
         let blk = format!("{dev}/block/{name}");
         write(root, &format!("{blk}/size"), &format!("{sectors}\n"));
@@ -525,9 +700,17 @@ mod tests {
             std::fs::create_dir_all(root.join(&blk).join(p).join("holders")).unwrap();
             write(root, &format!("dev/{p}"), "");
         }
-        symlink(format!("../../../virtio{virtio}"), root.join(&blk).join("device")).unwrap();
+        symlink(
+            format!("../../../virtio{virtio}"),
+            root.join(&blk).join("device"),
+        )
+        .unwrap();
         std::fs::create_dir_all(root.join("sys/block")).unwrap();
-        symlink(format!("../devices/pci0000:00/{pci}/virtio{virtio}/block/{name}"), root.join("sys/block").join(name)).unwrap();
+        symlink(
+            format!("../devices/pci0000:00/{pci}/virtio{virtio}/block/{name}"),
+            root.join("sys/block").join(name),
+        )
+        .unwrap();
         write(root, &format!("dev/{name}"), "");
     }
 
@@ -538,8 +721,24 @@ mod tests {
     #[test]
     fn resolves_disks_from_sysfs() {
         let root = tmp("resolve");
-        add_disk(&root, "vda", "0000:00:04.0", 1, Some("rootdisk"), 20 << 21, &["vda1", "vda2"]);
-        add_disk(&root, "vdb", "0000:00:05.0", 2, Some("dumpdisk"), 2 << 21, &[]);
+        add_disk(
+            &root,
+            "vda",
+            "0000:00:04.0",
+            1,
+            Some("rootdisk"),
+            20 << 21,
+            &["vda1", "vda2"],
+        );
+        add_disk(
+            &root,
+            "vdb",
+            "0000:00:05.0",
+            2,
+            Some("dumpdisk"),
+            2 << 21,
+            &[],
+        );
         // A non-virtio disk is not listed.
         write(&root, "sys/block/sda/size", "100\n");
         let disks = virtio_disks(&root);
@@ -550,38 +749,84 @@ mod tests {
         assert_eq!(vdb.pci, PciAddr::parse("0000:00:05.0"));
         assert_eq!(vdb.size_bytes, 2 << 30);
         assert_eq!(disks[0].partitions, ["vda1", "vda2"]);
-        assert_eq!(vdb.to_string(), "/dev/vdb (PCI 0000:00:05.0, serial 'dumpdisk', 2 GiB)");
+        assert_eq!(
+            vdb.to_string(),
+            "/dev/vdb (PCI 0000:00:05.0, serial 'dumpdisk', 2 GiB)"
+        );
 
-        for item in ["blk:/dev/vdb", "blk:dumpdisk", "blk:serial=dumpdisk", "blk:0000:00:05.0", "blk:00:05.0"] {
-            assert_eq!(resolve(&root, &disks, &sel(item)).unwrap().name, "vdb", "{item}");
+        for item in [
+            "blk:/dev/vdb",
+            "blk:dumpdisk",
+            "blk:serial=dumpdisk",
+            "blk:0000:00:05.0",
+            "blk:00:05.0",
+        ] {
+            assert_eq!(
+                resolve(&root, &disks, &sel(item)).unwrap().name,
+                "vdb",
+                "{item}"
+            );
         }
         // A by-id symlink to the disk works; one to a partition is refused.
         std::fs::create_dir_all(root.join("dev/disk/by-id")).unwrap();
         symlink("../../vdb", root.join("dev/disk/by-id/virtio-dumpdisk")).unwrap();
-        assert_eq!(resolve(&root, &disks, &sel("blk:/dev/disk/by-id/virtio-dumpdisk")).unwrap().name, "vdb");
-        let e = resolve(&root, &disks, &sel("blk:/dev/vda1")).unwrap_err().to_string();
+        assert_eq!(
+            resolve(&root, &disks, &sel("blk:/dev/disk/by-id/virtio-dumpdisk"))
+                .unwrap()
+                .name,
+            "vdb"
+        );
+        let e = resolve(&root, &disks, &sel("blk:/dev/vda1"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is a partition") && e.contains("vda"), "{e}");
         write(&root, "dev/sda", "");
-        let e = resolve(&root, &disks, &sel("blk:/dev/sda")).unwrap_err().to_string();
+        let e = resolve(&root, &disks, &sel("blk:/dev/sda"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a virtio-blk disk"), "{e}");
-        let e = resolve(&root, &disks, &sel("blk:/dev/nope")).unwrap_err().to_string();
+        let e = resolve(&root, &disks, &sel("blk:/dev/nope"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("cannot read /dev/nope"), "{e}");
-        let e = resolve(&root, &disks, &sel("blk:other")).unwrap_err().to_string();
-        assert!(e.contains("serial 'other'") && e.contains("/dev/vda (PCI 0000:00:04.0"), "{e}");
-        let e = resolve(&root, &disks, &sel("blk:00:09.0")).unwrap_err().to_string();
+        let e = resolve(&root, &disks, &sel("blk:other"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("serial 'other'") && e.contains("/dev/vda (PCI 0000:00:04.0"),
+            "{e}"
+        );
+        let e = resolve(&root, &disks, &sel("blk:00:09.0"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PCI 0000:00:09.0"), "{e}");
         // Bare blk: exactly one disk.
         let e = resolve(&root, &disks, &sel("blk")).unwrap_err().to_string();
-        assert!(e.contains("2 virtio-blk disks") && e.contains("/dev/vdb (PCI"), "{e}");
-        assert_eq!(resolve(&root, &disks[1..], &sel("blk")).unwrap().name, "vdb");
-        assert!(matches!(resolve(&root, &[], &sel("blk")), Err(BlkError::NoDisks)));
+        assert!(
+            e.contains("2 virtio-blk disks") && e.contains("/dev/vdb (PCI"),
+            "{e}"
+        );
+        assert_eq!(
+            resolve(&root, &disks[1..], &sel("blk")).unwrap().name,
+            "vdb"
+        );
+        assert!(matches!(
+            resolve(&root, &[], &sel("blk")),
+            Err(BlkError::NoDisks)
+        ));
         // Read-only and non-PCI disks are refused.
         let mut ro = disks[1].clone();
         ro.read_only = true;
-        assert!(matches!(resolve(&root, &[ro], &sel("blk")), Err(BlkError::ReadOnly(_))));
+        assert!(matches!(
+            resolve(&root, &[ro], &sel("blk")),
+            Err(BlkError::ReadOnly(_))
+        ));
         let mut mmio = disks[1].clone();
         mmio.pci = None;
-        assert!(matches!(resolve(&root, &[mmio], &sel("blk")), Err(BlkError::NotOnPci(_))));
+        assert!(matches!(
+            resolve(&root, &[mmio], &sel("blk")),
+            Err(BlkError::NotOnPci(_))
+        ));
         // Items that are not blk, or bad ones.
         assert!(blk_target("serial").is_none());
         assert!(blk_target("net:10.0.2.2:9000").is_none());
@@ -592,12 +837,21 @@ mod tests {
     #[test]
     fn finds_mounts_swap_and_holders() {
         let root = tmp("uses");
-        add_disk(&root, "vdb", "0000:00:05.0", 2, None, 1 << 21, &["vdb1", "vdb2", "vdb3"]);
+        add_disk(
+            &root,
+            "vdb",
+            "0000:00:05.0",
+            2,
+            None,
+            1 << 21,
+            &["vdb1", "vdb2", "vdb3"],
+        );
         let disk = &virtio_disks(&root)[0];
         assert!(uses(&root, disk, "", "Filename Type Size Used Priority\n").is_empty());
         std::fs::create_dir_all(root.join("dev/disk/by-uuid")).unwrap();
         symlink("../../vdb1", root.join("dev/disk/by-uuid/1234")).unwrap();
-        let mounts = "/dev/vda1 / ext4 rw 0 0\n/dev/disk/by-uuid/1234 /mnt/my\\040data ext4 rw 0 0\n\
+        let mounts =
+            "/dev/vda1 / ext4 rw 0 0\n/dev/disk/by-uuid/1234 /mnt/my\\040data ext4 rw 0 0\n\
                       tmpfs /tmp tmpfs rw 0 0\n/dev/vdb /srv xfs rw 0 0\n";
         let swaps = "Filename\tType\tSize\tUsed\tPriority\n/dev/vdb2   partition\t1048572\t0\t-2\n";
         std::fs::create_dir_all(root.join("sys/block/vdb/vdb3/holders/dm-0")).unwrap();
@@ -612,7 +866,10 @@ mod tests {
             ]
         );
         let e = check(disk, u, None, false).unwrap_err().to_string();
-        assert!(e.starts_with("refusing to use /dev/vdb for dumps: vdb1 is mounted on /mnt/my data;"), "{e}");
+        assert!(
+            e.starts_with("refusing to use /dev/vdb for dumps: vdb1 is mounted on /mnt/my data;"),
+            "{e}"
+        );
         assert!(e.contains("--force"), "{e}");
         // --force overrides.
         let c = check(disk, vec!["x".into()], Some(&[0u8; 4096]), true).unwrap();
@@ -634,31 +891,68 @@ mod tests {
             Content::Known(w) => w,
             c => panic!("{c:?}"),
         };
-        assert_eq!(known(&at(zero.clone(), 1080, &[0x53, 0xef])), "an ext2/ext3/ext4 file system");
+        assert_eq!(
+            known(&at(zero.clone(), 1080, &[0x53, 0xef])),
+            "an ext2/ext3/ext4 file system"
+        );
         assert_eq!(known(&at(zero.clone(), 0, b"XFSB")), "an XFS file system");
-        assert_eq!(known(&at(zero.clone(), 65600, b"_BHRfS_M")), "a btrfs file system");
+        assert_eq!(
+            known(&at(zero.clone(), 65600, b"_BHRfS_M")),
+            "a btrfs file system"
+        );
         assert_eq!(known(&at(zero.clone(), 4086, b"SWAPSPACE2")), "a swap area");
-        assert_eq!(known(&at(zero.clone(), 0, b"LUKS\xba\xbe")), "a LUKS encrypted volume");
-        assert_eq!(known(&at(zero.clone(), 512, b"LABELONE")), "an LVM physical volume");
-        assert_eq!(known(&at(zero.clone(), 512, b"EFI PART")), "a GPT partition table");
-        assert_eq!(known(&at(zero.clone(), 4096, &[0xfc, 0x4e, 0x2b, 0xa9])), "a Linux RAID member (md 1.2)");
-        assert_eq!(known(&at(zero.clone(), 32769, b"CD001")), "an ISO 9660 file system");
-        assert_eq!(known(&at(zero.clone(), 82, b"FAT32   ")), "a FAT file system");
+        assert_eq!(
+            known(&at(zero.clone(), 0, b"LUKS\xba\xbe")),
+            "a LUKS encrypted volume"
+        );
+        assert_eq!(
+            known(&at(zero.clone(), 512, b"LABELONE")),
+            "an LVM physical volume"
+        );
+        assert_eq!(
+            known(&at(zero.clone(), 512, b"EFI PART")),
+            "a GPT partition table"
+        );
+        assert_eq!(
+            known(&at(zero.clone(), 4096, &[0xfc, 0x4e, 0x2b, 0xa9])),
+            "a Linux RAID member (md 1.2)"
+        );
+        assert_eq!(
+            known(&at(zero.clone(), 32769, b"CD001")),
+            "an ISO 9660 file system"
+        );
+        assert_eq!(
+            known(&at(zero.clone(), 82, b"FAT32   ")),
+            "a FAT file system"
+        );
         // MBR: the 0x55AA signature needs a used partition entry.
         let boot = at(zero.clone(), 510, &[0x55, 0xaa]);
         assert_eq!(detect(&boot), Content::Unknown);
         let mbr = at(boot.clone(), 446 + 16 + 4, &[0x83]);
         assert_eq!(known(&mbr), "an MBR partition table (1 partition(s))");
         // A signature beyond a small disk's end is not read.
-        assert_eq!(detect(&at(zero.clone(), 4000, b"x")[..4096]), Content::Unknown);
+        assert_eq!(
+            detect(&at(zero.clone(), 4000, b"x")[..4096]),
+            Content::Unknown
+        );
         // Earlier dumps and the marker are fine, whatever the dump data holds further on.
         let dump = at(at(zero.clone(), 0, b"KDUMP   "), 65600, b"_BHRfS_M");
         assert_eq!(detect(&dump), Content::KdumpDump);
-        let marker = at(zero.clone(), 0, &lifeboat_capture::blk::in_progress_marker());
+        let marker = at(
+            zero.clone(),
+            0,
+            &lifeboat_capture::blk::in_progress_marker(),
+        );
         assert_eq!(detect(&marker), Content::InProgress);
         // ... but a file system made over an old dump is found.
-        assert_eq!(known(&at(dump.clone(), 1080, &[0x53, 0xef])), "an ext2/ext3/ext4 file system");
-        assert_eq!(known(&at(marker, 512, b"LABELONE")), "an LVM physical volume");
+        assert_eq!(
+            known(&at(dump.clone(), 1080, &[0x53, 0xef])),
+            "an ext2/ext3/ext4 file system"
+        );
+        assert_eq!(
+            known(&at(marker, 512, b"LABELONE")),
+            "an LVM physical volume"
+        );
         // Random data with no signature.
         let noise: Vec<u8> = (0..PROBE_BYTES).map(|i| (i * 7 % 251) as u8 | 1).collect();
         assert_eq!(detect(&noise), Content::Unknown);
@@ -675,14 +969,21 @@ mod tests {
             partitions: vec![],
         };
         let ext4 = at(vec![0u8; PROBE_BYTES], 1080, &[0x53, 0xef]);
-        let e = check(&disk, vec![], Some(&ext4), false).unwrap_err().to_string();
+        let e = check(&disk, vec![], Some(&ext4), false)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "refusing to use /dev/vdb for dumps: it holds an ext2/ext3/ext4 file system, which the dump \
              would overwrite; wipe it (wipefs -a /dev/vdb) or pass --force to override"
         );
         let c = check(&disk, vec![], Some(&ext4), true).unwrap();
-        assert!(c.summary().contains("holds an ext2/ext3/ext4 file system (--force)"), "{}", c.summary());
+        assert!(
+            c.summary()
+                .contains("holds an ext2/ext3/ext4 file system (--force)"),
+            "{}",
+            c.summary()
+        );
         let c = check(&disk, vec![], Some(&[0u8; 512]), false).unwrap();
         assert_eq!(
             c.summary(),

@@ -567,7 +567,8 @@ pub fn prepare_sinks(
         for item in list.split(',') {
             match blkcheck::blk_target(item) {
                 Some(Ok(target)) => {
-                    let disks = disks.get_or_insert_with(|| blkcheck::virtio_disks(&host.path("/")));
+                    let disks =
+                        disks.get_or_insert_with(|| blkcheck::virtio_disks(&host.path("/")));
                     let checked = check_blk(host, disks, &target, force, dry_run)?;
                     lines.push(checked.summary());
                     items.push(checked.item);
@@ -604,7 +605,11 @@ pub fn prepare_sinks(
         if let Some(r) = &facts.route {
             lines.push(format!(
                 "network: {} (interface {}, the route to {})",
-                added.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+                added
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 r.iface,
                 cmdline::Ipv4Fmt(servers[0].server)
             ));
@@ -640,6 +645,9 @@ fn check_blk(
         &host.read("/proc/self/mounts").unwrap_or_default(),
         &host.read("/proc/swaps").unwrap_or_default(),
     );
+    if !uses.is_empty() && !force {
+        return Err(BlkError::InUse { disk: disk.dev_path(), uses }.into());
+    }
     let dev = host.path(&disk.dev_path());
     let start = match blkcheck::read_start(&dev, disk.size_bytes) {
         Ok(b) => Some(b),
@@ -731,7 +739,11 @@ pub fn parse_routes(text: &str) -> Vec<Route> {
 }
 
 fn in_net(addr: [u8; 4], net: [u8; 4], prefix: u8) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    };
     u32::from_be_bytes(addr) & mask == u32::from_be_bytes(net) & mask
 }
 
@@ -747,7 +759,12 @@ pub fn route_to(routes: &[Route], to: [u8; 4]) -> Option<&Route> {
 pub fn onlink_prefix(routes: &[Route], iface: &str, addr: [u8; 4]) -> Option<u8> {
     routes
         .iter()
-        .filter(|r| r.iface == iface && r.gateway == [0; 4] && r.prefix > 0 && in_net(addr, r.dest, r.prefix))
+        .filter(|r| {
+            r.iface == iface
+                && r.gateway == [0; 4]
+                && r.prefix > 0
+                && in_net(addr, r.dest, r.prefix)
+        })
         .map(|r| r.prefix)
         .max()
 }
@@ -771,7 +788,12 @@ impl NetFacts {
     /// Reads them from the running system (`/proc`, `/sys`, and the kernel's choice of source
     /// address for a UDP socket connected to the server, which sends nothing).
     pub fn gather(host: &Host, words: &[String], server: cmdline::NetTarget) -> Self {
-        let read = |p: &str| host.read(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let read = |p: &str| {
+            host.read(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
         let routes = parse_routes(&host.read("/proc/net/route").unwrap_or_default());
         let route = route_to(&routes, server.server).cloned();
         let mut facts = NetFacts {
@@ -781,7 +803,11 @@ impl NetFacts {
         };
         if let Some(r) = &route {
             let need_ip = option_value(words, "lifeboat.ip").is_none();
-            let src = if need_ip { source_address(server) } else { None };
+            let src = if need_ip {
+                source_address(server)
+            } else {
+                None
+            };
             facts.source = src.and_then(|a| Some((a, onlink_prefix(&routes, &r.iface, a)?)));
             if need_ip && src.is_some() && facts.source.is_none() {
                 warn(format_args!(
@@ -791,10 +817,11 @@ impl NetFacts {
                 ));
             }
             facts.mac = read(&format!("/sys/class/net/{}/address", r.iface));
-            facts.virtio_nic = std::fs::canonicalize(host.path(&format!("/sys/class/net/{}/device", r.iface)))
-                .ok()
-                .and_then(|p| p.file_name()?.to_str().map(|n| n.starts_with("virtio")))
-                .unwrap_or(false);
+            facts.virtio_nic =
+                std::fs::canonicalize(host.path(&format!("/sys/class/net/{}/device", r.iface)))
+                    .ok()
+                    .and_then(|p| p.file_name()?.to_str().map(|n| n.starts_with("virtio")))
+                    .unwrap_or(false);
         }
         facts.route = route;
         facts
@@ -804,7 +831,8 @@ impl NetFacts {
 /// The address this machine sends from to reach `server` (no packet is sent).
 fn source_address(server: cmdline::NetTarget) -> Option<[u8; 4]> {
     let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-    sock.connect((std::net::Ipv4Addr::from(server.server), server.port)).ok()?;
+    sock.connect((std::net::Ipv4Addr::from(server.server), server.port))
+        .ok()?;
     match sock.local_addr().ok()?.ip() {
         std::net::IpAddr::V4(a) if !a.is_unspecified() => Some(a.octets()),
         _ => None,
@@ -819,7 +847,10 @@ pub fn net_words(words: &[String], facts: &NetFacts) -> (Vec<String>, Vec<String
     let mut notes = Vec::new();
     let given = |k: &str| option_value(words, k).is_some();
     let name_ok = |s: &str| {
-        !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
     };
     for (k, v, what) in [
         ("lifeboat.host", &facts.hostname, "host name"),
@@ -860,7 +891,10 @@ pub fn net_words(words: &[String], facts: &NetFacts) -> (Vec<String>, Vec<String
                     ));
                 }
             }
-            None => notes.push(format!("no MAC address for {}: lifeboat.nic= not set", route.iface)),
+            None => notes.push(format!(
+                "no MAC address for {}: lifeboat.nic= not set",
+                route.iface
+            )),
         }
     }
     (out, notes)
@@ -1258,7 +1292,8 @@ mod tests {
     }
 
     /// `/proc/net/route` of a QEMU user-network guest, plus a second interface.
-    const ROUTES: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+    const ROUTES: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
 eth0\t00000000\t0202000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
 eth0\t0002000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
 eth1\t0000A8C0\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
@@ -1270,7 +1305,13 @@ eth1\t0001A8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(r.len(), 3, "the route that is not up is skipped");
         assert_eq!(
             r[0],
-            Route { iface: "eth0".into(), dest: [0; 4], gateway: [10, 0, 2, 2], prefix: 0, metric: 100 }
+            Route {
+                iface: "eth0".into(),
+                dest: [0; 4],
+                gateway: [10, 0, 2, 2],
+                prefix: 0,
+                metric: 100
+            }
         );
         assert_eq!(r[1].dest, [10, 0, 2, 0]);
         assert_eq!(r[1].prefix, 24);
@@ -1306,8 +1347,15 @@ eth1\t0001A8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         // What the capture kernel's parser makes of it.
         assert_eq!(check_options(&w).unwrap(), w.join(" "));
         // Given options win; a directly connected server needs no gateway.
-        let facts2 = NetFacts { route: Some(r[1].clone()), virtio_nic: false, ..facts.clone() };
-        let (w, notes) = net_words(&words("lifeboat.sink=net:10.0.2.2:9000 lifeboat.host=h lifeboat.nic=00:05.0"), &facts2);
+        let facts2 = NetFacts {
+            route: Some(r[1].clone()),
+            virtio_nic: false,
+            ..facts.clone()
+        };
+        let (w, notes) = net_words(
+            &words("lifeboat.sink=net:10.0.2.2:9000 lifeboat.host=h lifeboat.nic=00:05.0"),
+            &facts2,
+        );
         assert_eq!(
             w,
             words(
@@ -1316,14 +1364,29 @@ eth1\t0001A8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
             )
         );
         assert!(notes.is_empty(), "{notes:?}");
-        let (w, _) = net_words(&words("lifeboat.sink=net:1.2.3.4:9000 lifeboat.ip=dhcp"), &facts);
-        assert!(!w.iter().any(|w| w.starts_with("lifeboat.gw") || w.starts_with("lifeboat.ip=10")));
+        let (w, _) = net_words(
+            &words("lifeboat.sink=net:1.2.3.4:9000 lifeboat.ip=dhcp"),
+            &facts,
+        );
+        assert!(!w
+            .iter()
+            .any(|w| w.starts_with("lifeboat.gw") || w.starts_with("lifeboat.ip=10")));
         // A card the capture kernel cannot drive, a bad host name, no route.
-        let facts3 = NetFacts { hostname: Some("bad host".into()), virtio_nic: false, ..facts.clone() };
+        let facts3 = NetFacts {
+            hostname: Some("bad host".into()),
+            virtio_nic: false,
+            ..facts.clone()
+        };
         let (_, notes) = net_words(&words("lifeboat.sink=net:1.2.3.4:9000"), &facts3);
         assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(notes[0].contains("'bad host'") && notes[1].contains("not a virtio-net card"), "{notes:?}");
-        let (w, notes) = net_words(&words("lifeboat.sink=net:1.2.3.4:9000"), &NetFacts::default());
+        assert!(
+            notes[0].contains("'bad host'") && notes[1].contains("not a virtio-net card"),
+            "{notes:?}"
+        );
+        let (w, notes) = net_words(
+            &words("lifeboat.sink=net:1.2.3.4:9000"),
+            &NetFacts::default(),
+        );
         assert_eq!(w.len(), 1);
         assert_eq!(notes.len(), 3, "{notes:?}");
     }
@@ -1331,7 +1394,8 @@ eth1\t0001A8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
     #[test]
     fn blk_sinks_are_resolved_and_rewritten() {
         use std::os::unix::fs::symlink;
-        let root = std::env::temp_dir().join(format!("lifeboat-commands-blk-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("lifeboat-commands-blk-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let blk = root.join("sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vdb");
         std::fs::create_dir_all(&blk).unwrap();
@@ -1339,7 +1403,11 @@ eth1\t0001A8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         std::fs::write(blk.join("serial"), "dumpdisk").unwrap();
         symlink("../../../virtio2", blk.join("device")).unwrap();
         std::fs::create_dir_all(root.join("sys/block")).unwrap();
-        symlink("../devices/pci0000:00/0000:00:05.0/virtio2/block/vdb", root.join("sys/block/vdb")).unwrap();
+        symlink(
+            "../devices/pci0000:00/0000:00:05.0/virtio2/block/vdb",
+            root.join("sys/block/vdb"),
+        )
+        .unwrap();
         std::fs::create_dir_all(root.join("dev")).unwrap();
         std::fs::write(root.join("dev/vdb"), vec![0u8; blkcheck::PROBE_BYTES]).unwrap();
         let host = Host::with_root(&root);
@@ -1350,28 +1418,43 @@ eth1\t0001A8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
             false,
         )
         .unwrap();
-        assert_eq!(w, words("lifeboat.action=halt lifeboat.sink=blk:0000:00:05.0,serial"));
+        assert_eq!(
+            w,
+            words("lifeboat.action=halt lifeboat.sink=blk:0000:00:05.0,serial")
+        );
         assert_eq!(
             lines,
             ["dump disk /dev/vdb (PCI 0000:00:05.0, serial 'dumpdisk', 1 GiB): empty; the capture kernel gets blk:0000:00:05.0"]
         );
-        let (w, _) = prepare_sinks(words("lifeboat.sink=blk:serial=dumpdisk"), &host, false, false).unwrap();
+        let (w, _) = prepare_sinks(
+            words("lifeboat.sink=blk:serial=dumpdisk"),
+            &host,
+            false,
+            false,
+        )
+        .unwrap();
         assert_eq!(w, words("lifeboat.sink=blk:0000:00:05.0"));
         // An ext4 file system on it: refused, unless --force.
         let mut fs = vec![0u8; blkcheck::PROBE_BYTES];
         fs[1080..1082].copy_from_slice(&[0x53, 0xef]);
         std::fs::write(root.join("dev/vdb"), &fs).unwrap();
-        let e = prepare_sinks(words("lifeboat.sink=blk"), &host, false, false).unwrap_err().to_string();
+        let e = prepare_sinks(words("lifeboat.sink=blk"), &host, false, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ext2/ext3/ext4") && e.contains("--force"), "{e}");
         assert!(prepare_sinks(words("lifeboat.sink=blk"), &host, true, false).is_ok());
         // Mounted: refused.
         std::fs::write(root.join("dev/vdb"), vec![0u8; blkcheck::PROBE_BYTES]).unwrap();
         std::fs::create_dir_all(root.join("proc/self")).unwrap();
         std::fs::write(root.join("proc/self/mounts"), "/dev/vdb /mnt xfs rw 0 0\n").unwrap();
-        let e = prepare_sinks(words("lifeboat.sink=blk"), &host, false, false).unwrap_err().to_string();
+        let e = prepare_sinks(words("lifeboat.sink=blk"), &host, false, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("vdb is mounted on /mnt"), "{e}");
         // Unknown disks and bad items: an error, and left for check_options.
-        let e = prepare_sinks(words("lifeboat.sink=blk:other"), &host, false, false).unwrap_err().to_string();
+        let e = prepare_sinks(words("lifeboat.sink=blk:other"), &host, false, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("serial 'other'"), "{e}");
         let (w, _) = prepare_sinks(words("lifeboat.sink=tape"), &host, false, false).unwrap();
         assert_eq!(w, words("lifeboat.sink=tape"));

@@ -44,17 +44,28 @@ impl DiskReader {
 
     /// The same device, seen only up to `size` bytes.
     fn limited(&self, size: u64) -> io::Result<Self> {
-        Ok(Self { file: self.file.try_clone()?, size: size.min(self.size) })
+        Ok(Self {
+            file: self.file.try_clone()?,
+            size: size.min(self.size),
+        })
     }
 }
 
 impl ReadAt for DiskReader {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
-        let end = offset.checked_add(buf.len() as u64).ok_or("offset overflows")?;
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or("offset overflows")?;
         if end > self.size {
-            return Err(format!("read of {} bytes at {offset:#x} past the end ({} bytes)", buf.len(), self.size));
+            return Err(format!(
+                "read of {} bytes at {offset:#x} past the end ({} bytes)",
+                buf.len(),
+                self.size
+            ));
         }
-        self.file.read_exact_at(buf, offset).map_err(|e| e.to_string())
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| e.to_string())
     }
     fn size(&self) -> u64 {
         self.size
@@ -64,15 +75,28 @@ impl ReadAt for DiskReader {
 /// Why nothing (usable) was copied; all exit 2.
 #[derive(Debug)]
 pub enum FetchError {
-    Open { path: PathBuf, err: io::Error },
+    Open {
+        path: PathBuf,
+        err: io::Error,
+    },
     /// Sector 0 holds lifeboat's in-progress marker.
     Unfinished(PathBuf),
     NoDump(PathBuf),
     /// The headers or pages are inconsistent.
-    Corrupt { path: PathBuf, err: KdumpError },
+    Corrupt {
+        path: PathBuf,
+        err: KdumpError,
+    },
     OutputExists(PathBuf),
-    Write { path: PathBuf, err: io::Error },
-    Read { path: PathBuf, offset: u64, err: io::Error },
+    Write {
+        path: PathBuf,
+        err: io::Error,
+    },
+    Read {
+        path: PathBuf,
+        offset: u64,
+        err: io::Error,
+    },
 }
 
 impl fmt::Display for FetchError {
@@ -124,32 +148,47 @@ impl FetchReport {
 }
 
 fn output_part(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".part");
     out.with_file_name(name)
 }
 
 /// Copies the dump on `source` to `out`. `progress` receives short status lines (verifying,
 /// copying) at most once a second.
-pub fn fetch(source: &Path, out: &Path, force: bool, progress: &mut dyn FnMut(&str)) -> Result<FetchReport, FetchError> {
+pub fn fetch(
+    source: &Path,
+    out: &Path,
+    force: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<FetchReport, FetchError> {
     if !force && fs::symlink_metadata(out).is_ok() {
         return Err(FetchError::OutputExists(out.to_path_buf()));
     }
-    let disk = DiskReader::open(source).map_err(|err| FetchError::Open { path: source.to_path_buf(), err })?;
+    let disk = DiskReader::open(source).map_err(|err| FetchError::Open {
+        path: source.to_path_buf(),
+        err,
+    })?;
     let mut start = [0u8; 512];
     let n = (disk.size() as usize).min(start.len());
-    disk.read_at(0, &mut start[..n]).map_err(|e| FetchError::Read {
-        path: source.to_path_buf(),
-        offset: 0,
-        err: io::Error::other(e),
-    })?;
+    disk.read_at(0, &mut start[..n])
+        .map_err(|e| FetchError::Read {
+            path: source.to_path_buf(),
+            offset: 0,
+            err: io::Error::other(e),
+        })?;
     if is_in_progress_marker(&start[..n]) {
         return Err(FetchError::Unfinished(source.to_path_buf()));
     }
     if !start[..n].starts_with(&KDUMP_SIGNATURE) {
         return Err(FetchError::NoDump(source.to_path_buf()));
     }
-    let corrupt = |err| FetchError::Corrupt { path: source.to_path_buf(), err };
+    let corrupt = |err| FetchError::Corrupt {
+        path: source.to_path_buf(),
+        err,
+    };
     let whole = KdumpReader::open(disk).map_err(corrupt)?;
     let incomplete = whole.is_incomplete();
     let data_end = whole.data_end().map_err(corrupt)?;
@@ -159,13 +198,20 @@ pub fn fetch(source: &Path, out: &Path, force: bool, progress: &mut dyn FnMut(&s
     let data_end = data_end.min(source_size);
 
     // Check every page, seeing only the dump (not what follows it on the disk).
-    let view = disk.limited(data_end).map_err(|err| FetchError::Open { path: source.to_path_buf(), err })?;
+    let view = disk.limited(data_end).map_err(|err| FetchError::Open {
+        path: source.to_path_buf(),
+        err,
+    })?;
     let reader = KdumpReader::open(view).map_err(corrupt)?;
     let mut last = Instant::now();
     let mut tick = |done: u64, total: u64| {
         if last.elapsed() >= PROGRESS_PERIOD && total > 0 {
             last = Instant::now();
-            progress(&format!("verifying: {}% of {} pages", done * 100 / total, total));
+            progress(&format!(
+                "verifying: {}% of {} pages",
+                done * 100 / total,
+                total
+            ));
         }
     };
     let (report, problem) = match reader.verify(&mut tick) {
@@ -186,8 +232,14 @@ pub fn fetch(source: &Path, out: &Path, force: bool, progress: &mut dyn FnMut(&s
         Err(e) => return Err(corrupt(e)),
     };
     let h = reader.header();
-    let field = |f: &[u8; lifeboat_capture::kdump::UTS_FIELD_LEN]| UtsName::get(f).unwrap_or("?").to_string();
-    let mut system = format!("Linux {} {}", field(&h.utsname.release), field(&h.utsname.machine));
+    let field = |f: &[u8; lifeboat_capture::kdump::UTS_FIELD_LEN]| {
+        UtsName::get(f).unwrap_or("?").to_string()
+    };
+    let mut system = format!(
+        "Linux {} {}",
+        field(&h.utsname.release),
+        field(&h.utsname.machine)
+    );
     let node = field(&h.utsname.nodename);
     if !node.is_empty() {
         system.push_str(&format!(" (host {node})"));
@@ -197,7 +249,10 @@ pub fn fetch(source: &Path, out: &Path, force: bool, progress: &mut dyn FnMut(&s
 
     // Copy [0, data_end) through OUT.part.
     let part = output_part(out);
-    let werr = |err| FetchError::Write { path: part.clone(), err };
+    let werr = |err| FetchError::Write {
+        path: part.clone(),
+        err,
+    };
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -208,16 +263,32 @@ pub fn fetch(source: &Path, out: &Path, force: bool, progress: &mut dyn FnMut(&s
     let result = copy(&disk, &mut f, data_end, source, &part, &mut |done| {
         if last.elapsed() >= PROGRESS_PERIOD {
             last = Instant::now();
-            progress(&format!("copying: {} of {} MiB", done >> 20, data_end >> 20));
+            progress(&format!(
+                "copying: {} of {} MiB",
+                done >> 20,
+                data_end >> 20
+            ));
         }
     })
     .and_then(|()| f.sync_all().map_err(werr))
-    .and_then(|()| fs::rename(&part, out).map_err(|err| FetchError::Write { path: out.to_path_buf(), err }));
+    .and_then(|()| {
+        fs::rename(&part, out).map_err(|err| FetchError::Write {
+            path: out.to_path_buf(),
+            err,
+        })
+    });
     if result.is_err() {
         let _ = fs::remove_file(&part);
     }
     result?;
-    Ok(FetchReport { report, bytes: data_end, source_size, page_size, system, problem })
+    Ok(FetchReport {
+        report,
+        bytes: data_end,
+        source_size,
+        page_size,
+        system,
+        problem,
+    })
 }
 
 fn copy(
@@ -232,12 +303,17 @@ fn copy(
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(COPY_CHUNK as u64) as usize;
-        disk.file.read_exact_at(&mut buf[..n], done).map_err(|err| FetchError::Read {
-            path: source.to_path_buf(),
-            offset: done,
+        disk.file
+            .read_exact_at(&mut buf[..n], done)
+            .map_err(|err| FetchError::Read {
+                path: source.to_path_buf(),
+                offset: done,
+                err,
+            })?;
+        out.write_all(&buf[..n]).map_err(|err| FetchError::Write {
+            path: part.to_path_buf(),
             err,
         })?;
-        out.write_all(&buf[..n]).map_err(|err| FetchError::Write { path: part.to_path_buf(), err })?;
         done += n as u64;
         progress(done);
     }
@@ -246,7 +322,10 @@ fn copy(
 
 /// Bytes for people: `12.3 MiB (12897280 bytes)`.
 fn size(bytes: u64) -> String {
-    format!("{:.1} MiB ({bytes} bytes)", bytes as f64 / (1u64 << 20) as f64)
+    format!(
+        "{:.1} MiB ({bytes} bytes)",
+        bytes as f64 / (1u64 << 20) as f64
+    )
 }
 
 /// `lifeboat fetch`: prints the result; returns the exit code.
@@ -264,7 +343,11 @@ pub fn cmd(source: &Path, out: &Path, force: bool) -> u8 {
                 source.display()
             );
             if r.problem.is_some() {
-                println!("pages: {} dumpable, {} KiB each (not all checked)", v.pages_dumpable, r.page_size / 1024);
+                println!(
+                    "pages: {} dumpable, {} KiB each (not all checked)",
+                    v.pages_dumpable,
+                    r.page_size / 1024
+                );
             } else {
                 println!(
                     "pages: {} dumpable, {} KiB each: {} zlib, {} uncompressed, {} zero, {} missing (unreadable \
@@ -282,7 +365,9 @@ pub fn cmd(source: &Path, out: &Path, force: bool) -> u8 {
                 println!("verdict: complete");
                 0
             } else {
-                let mut why = String::from("the header says the capture ended early (DUMP_DH_COMPRESSED_INCOMPLETE)");
+                let mut why = String::from(
+                    "the header says the capture ended early (DUMP_DH_COMPRESSED_INCOMPLETE)",
+                );
                 if let Some(p) = &r.problem {
                     why.push_str(&format!("; pages not checked: {p}"));
                 }

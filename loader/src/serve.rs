@@ -131,11 +131,12 @@ pub fn statvfs_free(dir: &Path) -> io::Result<u64> {
 
 /// The crashed kernel's log from a stored dump, for `dmesg.txt`.
 ///
-/// Not implemented yet: the kernel-log decoder will be wired in here. Called after every
-/// STORED reply; an `Err` is logged and no `dmesg.txt` is written.
+/// Decoded from the stored dump's printk ring buffer, in `makedumpfile --dump-dmesg`'s
+/// format. Called after every STORED reply; an `Err` is logged and no `dmesg.txt` is written.
 pub fn extract_dmesg(vmcore: &Path) -> Result<String, String> {
-    let _ = vmcore;
-    Err("not implemented yet".to_string())
+    let file = crate::fetch::DiskReader::open(vmcore).map_err(|e| format!("{}: {e}", vmcore.display()))?;
+    let rd = lifeboat_capture::kdump_reader::KdumpReader::open(file).map_err(|e| e.to_string())?;
+    lifeboat_capture::printk::dmesg_of_dump(&rd, false).map(|(text, _)| text)
 }
 
 /// `1.5 GiB`, `300 MiB`, `12 KiB`, `512 bytes`.
@@ -471,19 +472,23 @@ impl Hello {
             let v = h.get(k).unwrap_or_default();
             printable(&v[..v.len().min(256)])
         };
-        let num = |k: &str| h.get(k).and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
         Self {
             host: text("host"),
             release: text("release"),
             machine: text("machine"),
             boot_id: text("boot_id"),
-            crash_time: num("crash_time"),
-            ram_bytes: num("ram_bytes").map(|n: i64| n as u64),
-            attempt: num("attempt").map(|n: i64| n as u32),
+            crash_time: hello_number(h, "crash_time"),
+            ram_bytes: hello_number(h, "ram_bytes"),
+            attempt: hello_number(h, "attempt"),
             lifeboat: text("lifeboat"),
             probe: h.get("probe") == Some(b"1"),
         }
     }
+}
+
+/// A HELLO value that must be a number; `None` if missing or not one.
+fn hello_number<T: std::str::FromStr>(h: &HelloInfo<'_>, key: &str) -> Option<T> {
+    std::str::from_utf8(h.get(key)?).ok()?.trim().parse().ok()
 }
 
 fn serve_client(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
@@ -1020,7 +1025,14 @@ mod tests {
     }
 
     #[test]
-    fn dmesg_is_not_extracted_yet() {
-        assert_eq!(extract_dmesg(Path::new("/nonexistent")), Err("not implemented yet".into()));
+    fn dmesg_of_a_missing_or_foreign_file_is_an_error() {
+        let e = extract_dmesg(Path::new("/nonexistent")).unwrap_err();
+        assert!(e.contains("/nonexistent"), "{e}");
+        let dir = std::env::temp_dir().join(format!("lb-dmesg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("notadump");
+        std::fs::write(&f, vec![7u8; 8192]).unwrap();
+        assert!(!extract_dmesg(&f).unwrap_err().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

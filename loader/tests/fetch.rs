@@ -4,10 +4,10 @@
 
 use std::cell::RefCell;
 use std::fs;
-use std::rc::Rc;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::rc::Rc;
 
 use lifeboat_capture::blk::{BlockDevice, BlockSink};
 use lifeboat_capture::dump::{dump_params, write_kdump, NoProgress, Verdict};
@@ -26,7 +26,10 @@ struct Mem(Vec<(u64, Vec<u8>)>);
 
 impl PhysRead for Mem {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), PhysError> {
-        let err = PhysError::Unreadable { addr, len: buf.len() as u64 };
+        let err = PhysError::Unreadable {
+            addr,
+            len: buf.len() as u64,
+        };
         for (base, data) in &self.0 {
             if addr >= *base && addr + buf.len() as u64 <= base + data.len() as u64 {
                 let at = (addr - base) as usize;
@@ -53,7 +56,10 @@ fn note(name: &str, n_type: u32, desc: &[u8]) -> Vec<u8> {
 
 /// A crashed machine with 2 MiB of RAM at 1 MiB (zero, patterned and pseudo-random pages).
 fn machine() -> (Mem, ElfCoreHeader) {
-    let ram = Range { start: 0x10_0000, end: 0x30_0000 };
+    let ram = Range {
+        start: 0x10_0000,
+        end: 0x30_0000,
+    };
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let content: Vec<u8> = (0..ram.end - ram.start)
         .map(|i| match (i / 4096) % 3 {
@@ -69,17 +75,38 @@ fn machine() -> (Mem, ElfCoreHeader) {
         .collect();
     let mut prstatus = note("CORE", NT_PRSTATUS, &[0x55; 336]);
     prstatus.resize(1024, 0);
-    let mut vmci = note("VMCOREINFO", 0, b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nCRASHTIME=1700000000\n");
+    let mut vmci = note(
+        "VMCOREINFO",
+        0,
+        b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nCRASHTIME=1700000000\n",
+    );
     vmci.resize(4096, 0);
     let layout = CoreLayout {
-        cpu_notes: vec![NoteBuf { addr: NOTES, size: 1024 }],
-        vmcoreinfo: Some(NoteBuf { addr: VMCI, size: 4096 }),
+        cpu_notes: vec![NoteBuf {
+            addr: NOTES,
+            size: 1024,
+        }],
+        vmcoreinfo: Some(NoteBuf {
+            addr: VMCI,
+            size: 4096,
+        }),
         ram: vec![ram],
         page_offset: 0xffff_8880_0000_0000,
     };
     let hdr = layout.build().unwrap();
-    let mem = Mem(vec![(HDR, hdr), (NOTES, prstatus), (VMCI, vmci), (ram.start, content)]);
-    let limits = Limits { max_phys: 1 << 46, own: vec![], ram: None, machine: EM_X86_64, hdr_size: None };
+    let mem = Mem(vec![
+        (HDR, hdr),
+        (NOTES, prstatus),
+        (VMCI, vmci),
+        (ram.start, content),
+    ]);
+    let limits = Limits {
+        max_phys: 1 << 46,
+        own: vec![],
+        ram: None,
+        machine: EM_X86_64,
+        hdr_size: None,
+    };
     let core = ElfCoreHeader::parse(&mem, HDR, &limits).unwrap();
     (mem, core)
 }
@@ -128,7 +155,9 @@ impl BlockDevice for Disk {
 }
 
 fn garbage(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 0x40).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 0x40)
+        .collect()
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -139,7 +168,10 @@ fn tmpdir(name: &str) -> PathBuf {
 }
 
 fn lifeboat(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn s(p: &Path) -> &str {
@@ -147,7 +179,11 @@ fn s(p: &Path) -> &str {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -155,7 +191,10 @@ fn complete_dump_followed_by_stale_data() {
     let (mem, core) = machine();
     let (params, _) = dump_params(&core, &mem, "x86_64");
     let mut file = FileSink::default();
-    assert_eq!(write_kdump(&core, &params, &mem, &mut file, &mut NoProgress).verdict, Verdict::Complete);
+    assert_eq!(
+        write_kdump(&core, &params, &mem, &mut file, &mut NoProgress).verdict,
+        Verdict::Complete
+    );
     let dump = file.0;
     // The same dump written through the disk sink onto a disk full of an old dump's bytes.
     let mut old = garbage(8 << 20);
@@ -172,9 +211,18 @@ fn complete_dump_followed_by_stale_data() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("verdict: complete"), "{stdout}");
     assert!(stdout.contains("Linux 6.1.0-test x86_64"), "{stdout}");
-    assert!(stdout.contains(&format!("({} bytes) to ", dump.len())), "{stdout}");
-    assert!(fs::read(&out).unwrap() == dump, "the copy is not exactly the dump");
-    assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        stdout.contains(&format!("({} bytes) to ", dump.len())),
+        "{stdout}"
+    );
+    assert!(
+        fs::read(&out).unwrap() == dump,
+        "the copy is not exactly the dump"
+    );
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(!dir.join("vmcore.part").exists());
 
     // OUT exists: refused without --force, replaced with it.
@@ -212,7 +260,11 @@ fn dump_cut_short_by_a_small_disk_exits_1() {
     fs::write(&img, &disk).unwrap();
     let o = lifeboat(&["fetch", s(&img), "-o", s(&out)]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("verdict: INCOMPLETE"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("verdict: INCOMPLETE"),
+        "{}",
+        text(&o)
+    );
     let copy = fs::read(&out).unwrap();
     assert!(copy.len() <= disk.len() && copy[..] == disk[..copy.len()]);
     let _ = fs::remove_dir_all(&dir);
@@ -240,11 +292,19 @@ fn no_dump_unfinished_capture_and_usage() {
     fs::write(&img, disk.bytes()).unwrap();
     let o = lifeboat(&["fetch", s(&img), "-o", s(&out)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("a capture started but did not finish; no dump"), "{}", text(&o));
+    assert!(
+        text(&o).contains("a capture started but did not finish; no dump"),
+        "{}",
+        text(&o)
+    );
     // Missing source, missing -o.
     let o = lifeboat(&["fetch", "/nonexistent/disk", "-o", s(&out)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("cannot open /nonexistent/disk"), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot open /nonexistent/disk"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(lifeboat(&["fetch", s(&img)]).status.code(), Some(2));
     assert!(!out.exists());
     let _ = fs::remove_dir_all(&dir);

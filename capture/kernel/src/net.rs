@@ -5,7 +5,6 @@
 //!
 //! Everything is polled: no interrupts, one CPU. Every wait is bounded by a deadline.
 
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
@@ -46,7 +45,8 @@ fn now() -> Instant {
 /// A virtio-net card as a smoltcp `Device`.
 struct Nic {
     raw: VirtIONetRaw<LifeboatHal, PciTransport, QUEUE_SIZE>,
-    rx: Vec<Box<[u8; RX_BUF_LEN]>>,
+    /// Never resized after creation: posted buffers must not move.
+    rx: Vec<[u8; RX_BUF_LEN]>,
     /// Virtqueue token of each posted receive buffer.
     rx_token: [Option<u16>; RX_BUFFERS],
     /// The frame last taken off the card, handed to smoltcp.
@@ -59,7 +59,7 @@ impl Nic {
     fn new(raw: VirtIONetRaw<LifeboatHal, PciTransport, QUEUE_SIZE>) -> Result<Self, String> {
         let mut nic = Nic {
             raw,
-            rx: (0..RX_BUFFERS).map(|_| Box::new([0u8; RX_BUF_LEN])).collect(),
+            rx: vec![[0u8; RX_BUF_LEN]; RX_BUFFERS],
             rx_token: [None; RX_BUFFERS],
             rx_frame: Vec::with_capacity(RX_BUF_LEN),
             tx: vec![0u8; MTU],

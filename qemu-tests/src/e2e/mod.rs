@@ -536,11 +536,15 @@ fn scenario_body(
     r.verdict = Some(run.verdict.clone());
     r.serial_bytes = Some(run.serial_bytes);
     r.details.push(format!(
-        "times: sysrq→first lifeboat line {}, sysrq→verdict {}, QMP dump-guest-memory {}; serial {:.1} MB; verdict {:?}",
+        "times: sysrq→first lifeboat line {}, sysrq→verdict {}, QMP dump-guest-memory {}; serial {}; verdict {:?}",
         secs(run.timeline.sysrq_to_first_line()),
         secs(run.timeline.sysrq_to_verdict()),
         secs(run.timeline.qemu_dump_seconds),
-        run.serial_bytes as f64 / 1e6,
+        if run.serial_bytes < 1_000_000 {
+            format!("{:.1} kB", run.serial_bytes as f64 / 1e3)
+        } else {
+            format!("{:.1} MB", run.serial_bytes as f64 / 1e6)
+        },
         run.verdict
     ));
     let console = checks::console_text(&std::fs::read(spec.serial_path()).unwrap_or_default());
@@ -554,11 +558,18 @@ fn scenario_body(
     }
 
     if s.sink != Sink::Serial {
-        // The capture kernel's lines about its sink (which device, what the server said).
+        // The capture kernel's lines about its sink: which device, how fast, what the server
+        // said.
+        let about_sink = |l: &&String| {
+            l.starts_with(guest::MARK_LIFEBOAT)
+                && ["sink: ", "lifeboat: dump file ", "stored by the server"]
+                    .iter()
+                    .any(|k| l.contains(k))
+        };
         let after_sysrq = console
             .iter()
             .skip_while(|l| !l.contains(guest::MARK_SYSRQ))
-            .filter(|l| l.starts_with(guest::MARK_LIFEBOAT) && l.contains("sink"));
+            .filter(about_sink);
         r.details.extend(after_sysrq.take(6).cloned());
     }
 
