@@ -96,6 +96,12 @@ pub struct QemuBoot<'a> {
 }
 
 impl QemuBoot<'_> {
+    /// Guest RAM: 512 MiB (`synth::GUEST_RAM_BYTES`), more when the blobs reach higher.
+    pub fn guest_mib(&self) -> u64 {
+        let end = self.blobs.iter().map(|b| b.addr + b.len).max().unwrap_or(0);
+        (crate::synth::GUEST_RAM_BYTES >> 20).max(end.div_ceil(1 << 20) + 16)
+    }
+
     pub fn serial_path(&self) -> PathBuf {
         self.dir.join("serial.bin")
     }
@@ -108,7 +114,7 @@ impl QemuBoot<'_> {
             "-accel",
             "tcg",
             "-m",
-            "512M",
+            &format!("{}M", self.guest_mib()),
             "-smp",
             "1",
             "-display",

@@ -99,11 +99,11 @@ fn make_disk(path: &Path, bytes: u64, fill: u8) -> Result<(), Failed> {
     Ok(())
 }
 
-fn expect_exit(fin: &qemu::Finished, s: &Scenario, code: i32, what: &str) -> Result<(), Failed> {
+fn expect_exit(fin: &qemu::Finished, timeout: Duration, code: i32, what: &str) -> Result<(), Failed> {
     if fin.timed_out || fin.code() != Some(code) {
         return Err(format!(
             "expected QEMU exit status {code} ({what}), got {}",
-            qemu::describe_qemu_exit(fin, s.timeout)
+            qemu::describe_qemu_exit(fin, timeout)
         )
         .into());
     }
@@ -189,7 +189,7 @@ fn run_blk(
     let cmdline = base_cmdline(&image, &format!("blk:serial={DUMP_SERIAL}"));
     details.push(format!("cmdline: {cmdline}"));
     let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &extra, console, details)?;
-    expect_exit(&fin, s, 1, "dump complete")?;
+    expect_exit(&fin, s.timeout, 1, "dump complete")?;
     expect_verdict(console, "complete")?;
     must_say(console, "sink: virtio-blk at PCI")?;
     details.push(format!("kernel says {}", qemu::kernel_throughput(console).unwrap_or_else(|| "no MB/s figure".into())));
@@ -232,7 +232,7 @@ fn run_blk_too_small(
     let cmdline = base_cmdline(&image, "blk");
     details.push(format!("cmdline: {cmdline}"));
     let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &extra, console, details)?;
-    expect_exit(&fin, s, 3, "dump incomplete")?;
+    expect_exit(&fin, s.timeout, 3, "dump incomplete")?;
     let v = expect_verdict(console, "incomplete")?;
     if !v.contains("too small") {
         return Err(format!("the verdict does not say the disk is too small: {v:?}").into());
@@ -362,7 +362,7 @@ fn run_net(
     );
     details.push(format!("cmdline: {cmdline}"));
     let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &net_args(), console, details)?;
-    expect_exit(&fin, s, 1, "dump complete").map_err(|e| Failed(format!("{}\nserver log:\n{}", e.0, server.log_text())))?;
+    expect_exit(&fin, s.timeout, 1, "dump complete").map_err(|e| Failed(format!("{}\nserver log:\n{}", e.0, server.log_text())))?;
     expect_verdict(console, "complete")?;
     must_say(console, "stored by the server as")?;
     details.push(format!("kernel says {}", qemu::kernel_throughput(console).unwrap_or_else(|| "no MB/s figure".into())));
@@ -416,7 +416,7 @@ fn run_fallback(
     );
     details.push(format!("cmdline: {cmdline}"));
     let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &extra, console, details)?;
-    expect_exit(&fin, s, 1, "dump complete")?;
+    expect_exit(&fin, s.timeout, 1, "dump complete")?;
     expect_verdict(console, "complete")?;
     for frag in [
         "sink 1 (net:10.0.2.2:",
@@ -499,7 +499,7 @@ fn run_server_restart(
     server.restart()?;
     let fin = qemu.join().map_err(|_| "the QEMU thread panicked")??;
     *console = console_of(dir);
-    expect_exit(&fin, s, 1, "dump complete").map_err(|e| Failed(format!("{}\nserver log:\n{}", e.0, server.log_text())))?;
+    expect_exit(&fin, s.timeout, 1, "dump complete").map_err(|e| Failed(format!("{}\nserver log:\n{}", e.0, server.log_text())))?;
     expect_verdict(console, "complete")?;
     let dirs = server.dump_dirs();
     let complete: Vec<_> = dirs.iter().filter(|d| d.join("vmcore").is_file()).collect();
@@ -576,7 +576,7 @@ fn run_server_disk_full(
     );
     details.push(format!("cmdline: {cmdline}"));
     let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &net_args(), console, details)?;
-    expect_exit(&fin, s, 3, "dump incomplete").map_err(|e| Failed(format!("{}\nserver log:\n{}", e.0, server.log_text())))?;
+    expect_exit(&fin, s.timeout, 3, "dump incomplete").map_err(|e| Failed(format!("{}\nserver log:\n{}", e.0, server.log_text())))?;
     let v = expect_verdict(console, "incomplete")?;
     let dirs = server.dump_dirs();
     let [d] = dirs.as_slice() else {
@@ -617,7 +617,7 @@ fn run_four_clients(s: &Scenario, cfg: &SuiteConfig, dir: &Path, details: &mut V
         let fin = h.join().map_err(|_| "a QEMU thread panicked")??;
         let console = console_of(&d);
         let r = (|| -> Result<String, Failed> {
-            expect_exit(&fin, s, 1, "dump complete")?;
+            expect_exit(&fin, s.timeout, 1, "dump complete")?;
             expect_verdict(&console, "complete")?;
             let dd: Vec<_> = server
                 .dump_dirs()
@@ -640,4 +640,132 @@ fn run_four_clients(s: &Scenario, cfg: &SuiteConfig, dir: &Path, details: &mut V
         return Err(format!("{}\nserver log:\n{}", failures.join("\n"), server.log_text()).into());
     }
     Ok(())
+}
+
+/// One sink's numbers in `cargo xtask bench`.
+#[derive(Clone, Debug)]
+pub struct SinkBenchRow {
+    pub sink: &'static str,
+    pub ram_bytes: u64,
+    /// Seconds the capture kernel took for the dump (its own clock, from the console).
+    pub seconds: f64,
+    /// Size of the kdump-compressed file.
+    pub dump_bytes: u64,
+    /// Bytes that crossed the device (framing included).
+    pub wire_bytes: u64,
+    /// The QEMU process from start to exit.
+    pub qemu_seconds: f64,
+    /// Byte-exact check of the dump that arrived.
+    pub check: Result<String, String>,
+}
+
+/// Reads "dumped N MiB of RAM in S s" and "dump file F bytes …, W bytes sent" from the console.
+fn console_numbers(console: &[String]) -> Option<(f64, u64, u64)> {
+    let dumped = console.iter().rev().find(|l| l.starts_with("lifeboat: dumped "))?;
+    let secs: f64 = dumped.split(" in ").nth(1)?.split(' ').next()?.parse().ok()?;
+    let file = console.iter().rev().find(|l| l.starts_with("lifeboat: dump file "))?;
+    let mut words = file.split_whitespace();
+    let dump: u64 = words.nth(3)?.parse().ok()?;
+    let wire: u64 = file.split("), ").nth(1)?.split(' ').next()?.parse().ok()?;
+    Some((secs, dump, wire))
+}
+
+/// `cargo xtask bench`'s sink table: the same synthetic memory (`mib` MiB, one seed) dumped
+/// over serial, to virtio-blk and to `lifeboat serve`, each dump checked byte for byte.
+pub fn bench(cfg: &SuiteConfig, mib: u64) -> Result<Vec<SinkBenchRow>, String> {
+    let mut spec = SynthSpec::new(0xbe4c, mib * MIB);
+    spec.guest_ram = (mib + 256) * MIB;
+    let image = SynthImage::generate(&spec).map_err(|e| e.to_string())?;
+    let ram: u64 = image.ranges.iter().map(|r| r.len).sum();
+    let timeout = Duration::from_secs(300 + mib * 2);
+    let mut rows = Vec::new();
+    for sink in ["serial", "blk", "net"] {
+        let dir = cfg.work_dir.join(format!("bench-{sink}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let blobs = image.write_blobs(&dir.join("mem")).map_err(|e| format!("writing synthetic memory: {e}"))?;
+        let disk = dir.join("dump.img");
+        let mut server = None;
+        let (sinks, extra, opts) = match sink {
+            "serial" => ("serial".to_string(), Vec::new(), String::new()),
+            "blk" => {
+                std::fs::File::create(&disk)
+                    .and_then(|f| f.set_len(mib * MIB))
+                    .map_err(|e| format!("{}: {e}", disk.display()))?;
+                (format!("blk:serial={DUMP_SERIAL}"), disk_args(&disk, "d0", DUMP_SERIAL), String::new())
+            }
+            _ => {
+                let s = Server::start(&cfg.lifeboat_bin, &dir.join("crash"), &dir.join("serve.log"), &[])
+                    .map_err(|f| f.0)?;
+                let port = s.addr.port();
+                server = Some(s);
+                (format!("net:10.0.2.2:{port}"), net_args(), format!(" {NET_OPTS} lifeboat.host=bench"))
+            }
+        };
+        let cmdline = format!("{}{opts}", base_cmdline(&image, &sinks));
+        println!("bench: {sink}: {mib} MiB of synthetic memory …");
+        let fin = QemuBoot { capture_elf: &cfg.capture_elf, dir: &dir, cmdline: &cmdline, blobs: &blobs, extra: &extra, timeout }
+            .run()?;
+        let console = console_of(&dir);
+        let (seconds, dump_bytes, wire_bytes) = console_numbers(&console).unwrap_or((0.0, 0, 0));
+        let check = (|| -> Result<String, Failed> {
+            expect_exit(&fin, timeout, 1, "dump complete")?;
+            let file = match sink {
+                "serial" => {
+                    let c = qemu::receive_command(&cfg.lifeboat_bin, &dir);
+                    let f = qemu::run_with_timeout(c, None, &dir.join("receive.stdout"), &dir.join("receive.stderr"), timeout)?;
+                    if f.code() != Some(0) {
+                        return Err(format!("lifeboat receive exited {:?}", f.code()).into());
+                    }
+                    std::fs::read(dir.join("vmcore")).map_err(|e| e.to_string())?
+                }
+                "blk" => {
+                    let out = dir.join("vmcore");
+                    let code = fetch(cfg, &dir, &disk, &out)?;
+                    if code != 0 {
+                        return Err(format!("lifeboat fetch exited {code}").into());
+                    }
+                    std::fs::read(&out).map_err(|e| e.to_string())?
+                }
+                _ => {
+                    let s = server.as_ref().expect("net has a server");
+                    let d = s.dump_dirs().into_iter().next().ok_or("the server stored nothing")?;
+                    std::fs::read(d.join("vmcore")).map_err(|e| e.to_string())?
+                }
+            };
+            verify_dump(&file, &image, "byte-exact")
+        })()
+        .map_err(|f| f.0);
+        println!("bench: {sink}: {:.1} s, check: {}", seconds, check.as_deref().unwrap_or_else(|e| e));
+        rows.push(SinkBenchRow { sink, ram_bytes: ram, seconds, dump_bytes, wire_bytes, qemu_seconds: fin.seconds, check });
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(rows)
+}
+
+/// The sink table, Markdown.
+pub fn bench_table(rows: &[SinkBenchRow]) -> String {
+    let mut s = String::from(
+        "| sink | RAM | capture kernel time | RAM MB/s | dump | wire bytes | wire MB/s | compression | check |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let per = |b: u64| if r.seconds > 0.0 { format!("{:.1}", b as f64 / 1e6 / r.seconds) } else { "-".into() };
+        s.push_str(&format!(
+            "| {} | {} MiB | {:.1} s | {} | {:.1} MB | {:.1} MB | {} | {:.2} | {} |\n",
+            r.sink,
+            r.ram_bytes / MIB,
+            r.seconds,
+            per(r.ram_bytes),
+            r.dump_bytes as f64 / 1e6,
+            r.wire_bytes as f64 / 1e6,
+            per(r.wire_bytes),
+            if r.dump_bytes > 0 { r.ram_bytes as f64 / r.dump_bytes as f64 } else { 0.0 },
+            match &r.check {
+                Ok(_) => "byte-exact".to_string(),
+                Err(e) => format!("FAILED: {e}"),
+            }
+        ));
+    }
+    s
 }

@@ -111,6 +111,8 @@ pub struct SynthSpec {
     pub cpus: usize,
     /// Whether the elfcorehdr carries a VMCOREINFO PT_NOTE.
     pub with_vmcoreinfo: bool,
+    /// Guest RAM the ranges must fit in (QEMU gets what the blobs need).
+    pub guest_ram: u64,
 }
 
 impl SynthSpec {
@@ -123,6 +125,7 @@ impl SynthSpec {
             ram_ranges,
             cpus: 2,
             with_vmcoreinfo: true,
+            guest_ram: GUEST_RAM_BYTES,
         }
     }
 }
@@ -281,16 +284,16 @@ pub enum SynthError {
     /// The spec asks for fewer than 3 ranges, or ranges too small to hold the kernel text.
     BadShape(String),
     /// The ranges do not fit into guest RAM above `RAM_BASE`.
-    DoesNotFit { needed_end: u64 },
+    DoesNotFit { needed_end: u64, guest_ram: u64 },
 }
 
 impl std::fmt::Display for SynthError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SynthError::BadShape(s) => write!(f, "bad synthetic memory shape: {s}"),
-            SynthError::DoesNotFit { needed_end } => write!(
+            SynthError::DoesNotFit { needed_end, guest_ram } => write!(
                 f,
-                "synthetic memory would end at {needed_end:#x}, beyond the {GUEST_RAM_BYTES:#x} bytes of guest RAM; ask for less"
+                "synthetic memory would end at {needed_end:#x}, beyond the {guest_ram:#x} bytes of guest RAM; ask for less"
             ),
         }
     }
@@ -569,8 +572,8 @@ fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
         });
         cursor += pages * PAGE_SIZE;
     }
-    if cursor > GUEST_RAM_BYTES {
-        return Err(SynthError::DoesNotFit { needed_end: cursor });
+    if cursor > spec.guest_ram {
+        return Err(SynthError::DoesNotFit { needed_end: cursor, guest_ram: spec.guest_ram });
     }
     Ok(ranges)
 }

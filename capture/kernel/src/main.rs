@@ -33,6 +33,8 @@ use lifeboat_capture::flat::FlatEncoder;
 use lifeboat_capture::frame::{ByteWrite, FrameWriter};
 use lifeboat_capture::netproto::{self, Identity, NetOutcome, RetryPolicy};
 use lifeboat_capture::phys::{PhysRange, PhysRead};
+use lifeboat_capture::printk;
+use lifeboat_capture::vtop::KernelVm;
 use lifeboat_capture::sink::{RecordSink, SinkError};
 use lifeboat_capture::vmcoreinfo::VmcoreInfo;
 use linked_list_allocator::LockedHeap;
@@ -546,6 +548,8 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
         }
     }
 
+    print_kernel_log(&core, mem);
+
     let job = Job { core: &core, params: &params, mem, ram_total, release: &release };
     let n = opts.sinks.len();
     let mut failures: Vec<String> = Vec::new();
@@ -602,6 +606,42 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
             log!("verdict: incomplete: {}", why);
             finish(EXIT_INCOMPLETE)
         }
+    }
+}
+
+/// Lines of the crashed kernel's log shown on the console: from about this many records
+/// before the last panic/Oops/BUG line to the end.
+const LOG_TAIL_RECORDS: usize = 50;
+
+/// Prints the end of the crashed kernel's log (decoded from its printk ring buffer in old
+/// memory) before the dump starts, so the console says why the machine crashed even if the
+/// dump never arrives.
+fn print_kernel_log(core: &ElfCoreHeader, mem: &dyn PhysRead) {
+    let Some(text) = core.vmcoreinfo.clone().and_then(|r| core.notes.get(r)) else {
+        log!("kernel log: not available (no VMCOREINFO)");
+        return;
+    };
+    let info = VmcoreInfo::new(text);
+    let log = KernelVm::new(&info, mem, arch::ELF_MACHINE)
+        .map_err(|e| format!("{}", e))
+        .and_then(|vm| printk::read_kernel_log(&info, &vm).map_err(|e| format!("{}", e)));
+    match log {
+        Ok(log) => {
+            let tail = log.panic_tail(LOG_TAIL_RECORDS);
+            let tail = &tail[tail.len().saturating_sub(2 * LOG_TAIL_RECORDS)..];
+            log!(
+                "kernel log of the crashed kernel: {} records; the last {} (from the panic on):",
+                log.records.len(),
+                tail.len()
+            );
+            for r in tail {
+                for line in r.dmesg_line().lines() {
+                    log!("| {}", line);
+                }
+            }
+            log!("kernel log ends");
+        }
+        Err(why) => log!("kernel log: not available ({})", why),
     }
 }
 
