@@ -31,6 +31,10 @@ const QUEUE_SIZE: usize = 16;
 /// Receive buffers posted to the card: virtio-net header + a full Ethernet frame.
 const RX_BUFFERS: usize = QUEUE_SIZE;
 const RX_BUF_LEN: usize = 2048;
+/// Frames in flight to the card at once: the CPU fills the next while the device sends.
+const TX_BUFFERS: usize = QUEUE_SIZE / 2;
+/// virtio-net header (at most 12 bytes) + a full Ethernet frame.
+const TX_BUF_LEN: usize = 1536;
 const MTU: usize = 1514;
 /// TCP send buffer: a large window keeps the link busy between acknowledgements.
 const TCP_TX_BUF: usize = 256 * 1024;
@@ -51,8 +55,31 @@ struct Nic {
     rx_token: [Option<u16>; RX_BUFFERS],
     /// The frame last taken off the card, handed to smoltcp.
     rx_frame: Vec<u8>,
-    tx: Vec<u8>,
-    tx_errors: u32,
+    tx: TxRing,
+}
+
+/// Transmit buffers handed to the card without waiting, reclaimed when it is done with them.
+struct TxRing {
+    /// Never resized after creation: buffers in flight must not move.
+    bufs: Vec<[u8; TX_BUF_LEN]>,
+    /// Virtqueue token of each buffer in flight.
+    token: [Option<u16>; TX_BUFFERS],
+    next: usize,
+    errors: u32,
+}
+
+impl TxRing {
+    /// Takes back every buffer the card has finished sending.
+    fn reclaim(&mut self, raw: &mut VirtIONetRaw<LifeboatHal, PciTransport, QUEUE_SIZE>) {
+        while let Some(t) = raw.poll_transmit() {
+            let Some(i) = self.token.iter().position(|x| *x == Some(t)) else {
+                break;
+            };
+            // SAFETY: buffer `i` is the one passed to transmit_begin with this token.
+            let _ = unsafe { raw.transmit_complete(t, &self.bufs[i]) };
+            self.token[i] = None;
+        }
+    }
 }
 
 impl Nic {
@@ -62,8 +89,7 @@ impl Nic {
             rx: vec![[0u8; RX_BUF_LEN]; RX_BUFFERS],
             rx_token: [None; RX_BUFFERS],
             rx_frame: Vec::with_capacity(RX_BUF_LEN),
-            tx: vec![0u8; MTU],
-            tx_errors: 0,
+            tx: TxRing { bufs: vec![[0u8; TX_BUF_LEN]; TX_BUFFERS], token: [None; TX_BUFFERS], next: 0, errors: 0 },
         };
         for i in 0..RX_BUFFERS {
             nic.post(i)?;
@@ -104,8 +130,7 @@ impl Nic {
 struct NicRx<'a>(&'a [u8]);
 struct NicTx<'a> {
     raw: &'a mut VirtIONetRaw<LifeboatHal, PciTransport, QUEUE_SIZE>,
-    buf: &'a mut Vec<u8>,
-    errors: &'a mut u32,
+    ring: &'a mut TxRing,
 }
 
 impl RxToken for NicRx<'_> {
@@ -116,12 +141,19 @@ impl RxToken for NicRx<'_> {
 
 impl TxToken for NicTx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
-        let r = f(&mut self.buf[..len]);
-        if self.raw.send(&self.buf[..len]).is_err() {
-            *self.errors += 1;
+        let i = self.ring.next;
+        let buf = &mut self.ring.bufs[i];
+        let hdr = self.raw.fill_buffer_header(buf).unwrap_or(0);
+        let end = (hdr + len).min(TX_BUF_LEN);
+        let r = f(&mut buf[hdr..end]);
+        // SAFETY: buffer `i` is free (checked in `transmit`) and stays untouched until
+        // `reclaim` gets it back from the card.
+        match unsafe { self.raw.transmit_begin(&buf[..end]) } {
+            Ok(t) => {
+                self.ring.token[i] = Some(t);
+                self.ring.next = (i + 1) % TX_BUFFERS;
+            }
+            Err(_) => self.ring.errors += 1,
         }
         r
     }
@@ -132,21 +164,26 @@ impl Device for Nic {
     type TxToken<'a> = NicTx<'a>;
 
     fn receive(&mut self, _t: Instant) -> Option<(NicRx<'_>, NicTx<'_>)> {
-        if !self.take_frame() {
+        self.tx.reclaim(&mut self.raw);
+        if self.tx.token[self.tx.next].is_some() || !self.take_frame() {
             return None;
         }
-        Some((NicRx(&self.rx_frame), NicTx { raw: &mut self.raw, buf: &mut self.tx, errors: &mut self.tx_errors }))
+        Some((NicRx(&self.rx_frame), NicTx { raw: &mut self.raw, ring: &mut self.tx }))
     }
 
     fn transmit(&mut self, _t: Instant) -> Option<NicTx<'_>> {
-        Some(NicTx { raw: &mut self.raw, buf: &mut self.tx, errors: &mut self.tx_errors })
+        self.tx.reclaim(&mut self.raw);
+        if self.tx.token[self.tx.next].is_some() {
+            return None;
+        }
+        Some(NicTx { raw: &mut self.raw, ring: &mut self.tx })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = MTU;
-        caps.max_burst_size = Some(QUEUE_SIZE / 2);
+        caps.max_burst_size = Some(TX_BUFFERS);
         caps
     }
 }
