@@ -40,7 +40,8 @@ pub enum SinkCase {
     NetServerRestart,
     /// The server's directory is on a 8 MiB tmpfs: the server refuses more data when full.
     NetServerDiskFull,
-    /// Four crashed machines dump to one server at once.
+    /// Four crashed machines dump to one server at once (two with static addresses, two by
+    /// DHCP).
     NetFourClients,
 }
 
@@ -604,9 +605,11 @@ fn run_four_clients(s: &Scenario, cfg: &SuiteConfig, dir: &Path, details: &mut V
     for i in 0..4u64 {
         let d = dir.join(format!("client{i}"));
         std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
-        let image = SynthImage::generate(&SynthSpec::new(s.seed + i, 24 * MIB))?;
+        let image = SynthImage::generate(&SynthSpec::new(s.seed + i, 64 * MIB))?;
+        // Two clients with static addresses, two asking QEMU's DHCP server.
+        let ip = if i < 2 { NET_OPTS } else { "lifeboat.ip=dhcp" };
         let cmdline = format!(
-            "{} {NET_OPTS} lifeboat.host=client{i}",
+            "{} {ip} lifeboat.host=client{i}",
             base_cmdline(&image, &format!("net:10.0.2.2:{}", server.addr.port()))
         );
         let h = boot_in_thread(cfg, &d, &image, cmdline, net_args(), s.timeout)?;
@@ -619,6 +622,9 @@ fn run_four_clients(s: &Scenario, cfg: &SuiteConfig, dir: &Path, details: &mut V
         let r = (|| -> Result<String, Failed> {
             expect_exit(&fin, s.timeout, 1, "dump complete")?;
             expect_verdict(&console, "complete")?;
+            if i >= 2 {
+                must_say(&console, "(DHCP, router 10.0.2.2)")?;
+            }
             let dd: Vec<_> = server
                 .dump_dirs()
                 .into_iter()

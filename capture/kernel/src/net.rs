@@ -268,6 +268,9 @@ pub fn open(opts: &NetOptions, server: NetTarget) -> Result<NetStack, String> {
             format!("{}", IpConfig::Static { addr, prefix })
         }
         Some(IpConfig::Dhcp) | None => {
+            if opts.ip.is_none() {
+                log!("net: no lifeboat.ip= given (lifeboat load fills it in): asking DHCP");
+            }
             let dhcp = sockets.add(dhcpv4::Socket::new());
             let t0 = arch::timer::now_us();
             let got = loop {

@@ -210,13 +210,13 @@ impl fmt::Display for E2eReport {
         writeln!(f, "e2e on {}:", self.kernel)?;
         writeln!(
             f,
-            "  {:<10} {:<6} {:>16} {:>15} {:>10} {:>9} {:>8}",
+            "  {:<11} {:<6} {:>16} {:>15} {:>10} {:>9} {:>8}",
             "scenario", "result", "sysrq→1st line", "sysrq→verdict", "dump MB", "checks", "total"
         )?;
         for s in &self.scenarios {
             writeln!(
                 f,
-                "  {:<10} {:<6} {:>16} {:>15} {:>10} {:>9} {:>8}",
+                "  {:<11} {:<6} {:>16} {:>15} {:>10} {:>9} {:>8}",
                 s.name,
                 if s.passed { "PASS" } else { "FAIL" },
                 secs(s.timeline.sysrq_to_first_line()),
@@ -785,7 +785,7 @@ mod tests {
             ],
         };
         let table = r.to_string();
-        assert!(table.contains("file-1g    PASS"), "{table}");
+        assert!(table.contains("file-1g     PASS"), "{table}");
         assert!(table.contains("107.0 s"), "{table}");
         assert!(table.contains("50.0"), "{table}");
         assert!(table.ends_with("e2e: 1 of 2 scenarios passed"), "{table}");
