@@ -7,6 +7,9 @@
 //! cargo run --release -p lifeboat-capture --example pipeline -- VMCORE.elf [-o OUT]
 //! ```
 //!
+//! `pipeline --vmcoreinfo KDUMP` prints the VMCOREINFO text of a kdump-compressed dump instead
+//! (for `makedumpfile -i` on an ELF vmcore of the same crash that lacks it).
+//!
 //! Prints one line `pipeline: <ram bytes> bytes of RAM in <s> s, dump <bytes> bytes, <pages>
 //! pages (<zero> zero)` that `cargo xtask bench` reads; with `-o`, the dump is also written (to
 //! check it with crash or makedumpfile).
@@ -125,10 +128,19 @@ fn open(path: &str) -> Result<ElfMemory, String> {
 
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, kdump] = args.as_slice() {
+        if flag == "--vmcoreinfo" {
+            let data = std::fs::read(kdump).map_err(|e| format!("{kdump}: {e}"))?;
+            let rd = lifeboat_capture::kdump_reader::KdumpReader::open(data).map_err(|e| format!("{kdump}: {e}"))?;
+            let text = rd.vmcoreinfo().ok_or_else(|| format!("{kdump} has no VMCOREINFO"))?;
+            print!("{}", String::from_utf8_lossy(text));
+            return Ok(());
+        }
+    }
     let (path, out) = match args.as_slice() {
         [p] => (p.clone(), None),
         [p, o, f] if o == "-o" => (p.clone(), Some(f.clone())),
-        _ => return Err("usage: pipeline VMCORE.elf [-o OUT]".into()),
+        _ => return Err("usage: pipeline VMCORE.elf [-o OUT] | pipeline --vmcoreinfo KDUMP".into()),
     };
     let mem = open(&path)?;
     let limits = Limits { max_phys: 1 << 47, own: Vec::new(), ram: None, machine: EM_X86_64, hdr_size: None };

@@ -195,15 +195,28 @@ fn bench(args: &[String]) -> Result<(), String> {
 /// same ELF vmcore of a real crash: QEMU's dump-guest-memory of the e2e guest after it
 /// crashed (kept by `cargo xtask e2e`, made here if missing).
 fn pipeline_bench(config: &qemu_tests::e2e::E2eConfig) -> Result<String, String> {
-    let elf = workspace_root().join("target/e2e/file-1g/guest-memory.elf");
-    let _ = config;
-    if !elf.is_file() {
-        return Err(format!("{} is missing: run cargo xtask e2e --filter file-1g first", elf.display()));
+    // The input: QEMU's ELF memory dump of the crashed file-1g guest, and lifeboat's dump of
+    // the same crash (for its VMCOREINFO, which QEMU's ELF lacks without a vmcoreinfo device).
+    let dir = config.work_dir.join("file-1g");
+    let (elf, kdump) = (dir.join("qemu-memory.elf"), dir.join("vmcore"));
+    if !elf.is_file() || !kdump.is_file() {
+        println!("bench: running e2e file-1g to get an ELF vmcore of a real crash …");
+        std::env::set_var(qemu_tests::e2e::KEEP_MEMORY_ENV, "1");
+        let mut c = config.clone();
+        c.filter = Some("file-1g".into());
+        c.full = false;
+        qemu_tests::e2e::run(&c).map_err(|e| format!("bench: e2e file-1g: {e}"))?;
     }
     run(cargo().args(["build", "--quiet", "--release", "-p", "lifeboat-capture", "--example", "pipeline"]))?;
     let pipeline = workspace_root().join("target/release/examples/pipeline");
     let tmp = workspace_root().join("target/bench-pipeline");
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let vmcoreinfo = tmp.join("vmcoreinfo.txt");
+    let o = std::process::Command::new(&pipeline).arg("--vmcoreinfo").arg(&kdump).output().map_err(|e| format!("pipeline: {e}"))?;
+    if !o.status.success() {
+        return Err(format!("pipeline --vmcoreinfo: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    std::fs::write(&vmcoreinfo, &o.stdout).map_err(|e| format!("{}: {e}", vmcoreinfo.display()))?;
     let ram = std::fs::metadata(&elf).map_err(|e| format!("{}: {e}", elf.display()))?.len();
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
@@ -222,7 +235,8 @@ fn pipeline_bench(config: &qemu_tests::e2e::E2eConfig) -> Result<String, String>
         let _ = std::fs::remove_file(&out);
         let t = std::time::Instant::now();
         let m = std::process::Command::new("makedumpfile")
-            .args(["-c", "-d", "1"])
+            .args(["-c", "-d", "1", "-i"])
+            .arg(&vmcoreinfo)
             .arg(&elf)
             .arg(&out)
             .output()
@@ -263,7 +277,8 @@ fn test() -> Result<(), String> {
     setup::ensure_all()?;
     run(cargo().args(["test", "--workspace"]))?;
     qemu(&[])?;
-    // Every real-crash scenario (~12 minutes under TCG): the three load paths, 1 and 4 GiB.
+    // Every real-crash scenario (~15 minutes under TCG): the loader checks, the three load
+    // paths over serial (1 and 4 GiB), and the disk and network sinks.
     e2e(&["--full".into()])
 }
 

@@ -32,6 +32,10 @@ use checks::{check, Check, Comparison, Exclusions};
 use guest_memory::PAGE;
 pub use sink::Sink;
 
+/// Set (to anything) to keep each passing scenario's `qemu-memory.elf` (QEMU's
+/// dump-guest-memory of the crashed guest, an ELF vmcore).
+pub const KEEP_MEMORY_ENV: &str = "LIFEBOAT_E2E_KEEP_MEMORY";
+
 /// What `cargo xtask e2e` passes in.
 #[derive(Clone, Debug)]
 pub struct E2eConfig {
@@ -481,8 +485,11 @@ pub(crate) fn run_scenario(
         r.failure = Some(f);
     } else {
         r.passed = true;
-        // QEMU's memory file is as large as the guest: drop it after a pass.
-        let _ = std::fs::remove_file(dir.join("qemu-memory.elf"));
+        // QEMU's memory file is as large as the guest: drop it after a pass, unless
+        // `cargo xtask bench` wants it as the input of its pipeline comparison.
+        if std::env::var_os(KEEP_MEMORY_ENV).is_none() {
+            let _ = std::fs::remove_file(dir.join("qemu-memory.elf"));
+        }
     }
     if cfg.verbose {
         r.details.push(format!(
