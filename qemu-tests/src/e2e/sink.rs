@@ -174,7 +174,7 @@ impl SinkHost {
             }
             SinkHost::Net { server } => {
                 server.kill();
-                let r = served(server, verdict);
+                let r = served(server, dir, verdict);
                 let got = r.as_ref().ok().map(|(_, p)| p.clone());
                 let r = r
                     .map(|(s, _)| s)
@@ -243,8 +243,9 @@ fn fetch(
 }
 
 /// The server stored exactly one dump, `<host>-<time>/vmcore`, the directory 0700 and the file
-/// 0600. Returns the summary and the vmcore.
-fn served(server: &Server, verdict: &str) -> Result<(String, PathBuf), String> {
+/// 0600, and next to it `dmesg.txt` (0600) equal byte for byte to what `makedumpfile
+/// --dump-dmesg` extracts from that vmcore. Returns the summary and the vmcore.
+fn served(server: &Server, dir: &Path, verdict: &str) -> Result<(String, PathBuf), String> {
     complete(verdict)?;
     let dirs = server.dump_dirs();
     let [d] = dirs.as_slice() else {
@@ -279,10 +280,35 @@ fn served(server: &Server, verdict: &str) -> Result<(String, PathBuf), String> {
         ));
     }
     let size = std::fs::metadata(&vmcore).map(|m| m.len()).unwrap_or(0);
+    let dmesg = d.join("dmesg.txt");
+    let ours = std::fs::read(&dmesg).map_err(|e| format!("the server wrote no dmesg.txt: {e}"))?;
+    if mode(&dmesg)? != 0o600 {
+        return Err(format!("{name}/dmesg.txt has mode {:o} (want 600)", mode(&dmesg)?));
+    }
+    let reference = dir.join("served-dmesg.makedumpfile.txt");
+    let _ = std::fs::remove_file(&reference);
+    let out = std::process::Command::new(crate::qemu::makedumpfile_binary())
+        .arg("--dump-dmesg")
+        .arg(&vmcore)
+        .arg(&reference)
+        .output()
+        .map_err(|e| format!("cannot run makedumpfile: {e}"))?;
+    let theirs = std::fs::read(&reference).map_err(|e| {
+        format!("makedumpfile --dump-dmesg wrote nothing ({e}): {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    if ours != theirs {
+        return Err(crate::scenario::first_difference(
+            "the server's dmesg.txt",
+            &ours,
+            "makedumpfile --dump-dmesg of the same vmcore",
+            &theirs,
+        ));
+    }
     Ok((
         format!(
-            "verdict {verdict}, {name}/vmcore {size} bytes (dir 0700, file 0600; files {})",
-            files.join(" ")
+            "verdict {verdict}, {name}/vmcore {size} bytes (dir 0700, file 0600; files {}); dmesg.txt = makedumpfile --dump-dmesg ({} bytes)",
+            files.join(" "),
+            ours.len()
         ),
         vmcore,
     ))
