@@ -166,7 +166,8 @@ impl LogRecord {
         s
     }
 
-    fn is_panic_marker(&self) -> bool {
+    /// Whether the record says the kernel is going down (panic, Oops, BUG, sysrq crash).
+    pub fn is_panic_marker(&self) -> bool {
         PANIC_MARKERS.iter().any(|m| self.text.contains(m))
     }
 }
@@ -731,6 +732,26 @@ SIZE(atomic_long_t)=16\nOFFSET(atomic_long_t.counter)=8\n",
         }
     }
 
+    #[test]
+    fn tail_keeps_only_the_last_records() {
+        let mut r = Ring::new(4, 12);
+        let mut lpos = 0;
+        let lines = ["boot", "a", "Kernel panic - not syncing: x", "b", "c"];
+        for (id, t) in lines.iter().enumerate() {
+            lpos = r.push(id as u64, lpos, id as u64, t.as_bytes());
+        }
+        r.set_ids(0, 4);
+        let info = vmcoreinfo(true);
+        let vi = VmcoreInfo::new(info.as_bytes());
+        let vm = KernelVm::new(&vi, &r.mem, EM_X86_64).unwrap();
+        let (tail, total) = read_log_tail(&vi, &vm, 3).unwrap();
+        assert_eq!(total, 5);
+        assert_eq!(texts(&tail), ["Kernel panic - not syncing: x", "b", "c"]);
+        assert_eq!(texts(&KernelLog { records: tail.panic_tail(1).to_vec(), stats: tail.stats }), ["Kernel panic - not syncing: x", "b", "c"]);
+        let (none, total) = read_log_tail(&vi, &vm, 0).unwrap();
+        assert!(none.records.is_empty() && total == 5);
+    }
+
     fn texts(log: &KernelLog) -> Vec<&str> {
         log.records.iter().map(|r| r.text.as_str()).collect()
     }
@@ -992,4 +1013,22 @@ pub fn dmesg_of_dump<R: crate::kdump_reader::ReadAt>(
     })
     .map_err(|e| format!("{}", e))?;
     Ok((out, stats))
+}
+
+/// The last `keep` records of the log (memory bounded by `keep`, whatever the size of the
+/// crashed kernel's ring buffer) and how many records the log has in all.
+pub fn read_log_tail(info: &VmcoreInfo, vm: &KernelVm, keep: usize) -> Result<(KernelLog, u64), LogError> {
+    let mut tail: alloc::collections::VecDeque<LogRecord> = alloc::collections::VecDeque::with_capacity(keep);
+    let mut total = 0u64;
+    let stats = for_each_record(info, vm, &mut |r| {
+        total += 1;
+        if keep == 0 {
+            return;
+        }
+        if tail.len() == keep {
+            tail.pop_front();
+        }
+        tail.push_back(r.clone());
+    })?;
+    Ok((KernelLog { records: tail.into_iter().collect(), stats }, total))
 }

@@ -624,14 +624,15 @@ fn print_kernel_log(core: &ElfCoreHeader, mem: &dyn PhysRead) {
     let info = VmcoreInfo::new(text);
     let log = KernelVm::new(&info, mem, arch::ELF_MACHINE)
         .map_err(|e| format!("{}", e))
-        .and_then(|vm| printk::read_kernel_log(&info, &vm).map_err(|e| format!("{}", e)));
+        // Only the end of the log is kept: memory stays bounded however large the crashed
+        // kernel's log buffer was.
+        .and_then(|vm| printk::read_log_tail(&info, &vm, 2 * LOG_TAIL_RECORDS).map_err(|e| format!("{}", e)));
     match log {
-        Ok(log) => {
+        Ok((log, total)) => {
             let tail = log.panic_tail(LOG_TAIL_RECORDS);
-            let tail = &tail[tail.len().saturating_sub(2 * LOG_TAIL_RECORDS)..];
             log!(
                 "kernel log of the crashed kernel: {} records; the last {} (from the panic on):",
-                log.records.len(),
+                total,
                 tail.len()
             );
             for r in tail {
