@@ -19,6 +19,7 @@ pub mod cmdline;
 pub mod compress;
 pub mod dump;
 pub mod elfcore;
+pub mod filter;
 pub mod flat;
 pub mod frame;
 pub mod kdump;
