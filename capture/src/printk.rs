@@ -582,6 +582,47 @@ fn log_buf(
     Ok(stats)
 }
 
+/// The kernel log of a kdump-compressed dump, as `makedumpfile --dump-dmesg` writes it (one
+/// line per record; with `caller_id`, the `[T123]` column of makedumpfile 1.7.5 and later).
+pub fn dmesg_of_dump<R: crate::kdump_reader::ReadAt>(
+    rd: &crate::kdump_reader::KdumpReader<R>,
+    caller_id: bool,
+) -> Result<(String, LogStats), String> {
+    let text = rd.vmcoreinfo().ok_or_else(|| String::from("the dump has no VMCOREINFO"))?;
+    let info = VmcoreInfo::new(text);
+    let machine = match rd.machine() {
+        Some(m) if m.starts_with("x86_64") => crate::elfcore::EM_X86_64,
+        Some(m) if m.starts_with("aarch64") => crate::elfcore::EM_AARCH64,
+        m => return Err(format!("unknown machine {:?} in the dump header", m)),
+    };
+    let vm = KernelVm::new(&info, rd, machine).map_err(|e| format!("{}", e))?;
+    let mut out = String::new();
+    let stats = for_each_record(&info, &vm, &mut |r| {
+        out.push_str(&r.dmesg_line_with(caller_id));
+        out.push('\n');
+    })
+    .map_err(|e| format!("{}", e))?;
+    Ok((out, stats))
+}
+
+/// The last `keep` records of the log (memory bounded by `keep`, whatever the size of the
+/// crashed kernel's ring buffer) and how many records the log has in all.
+pub fn read_log_tail(info: &VmcoreInfo, vm: &KernelVm, keep: usize) -> Result<(KernelLog, u64), LogError> {
+    let mut tail: alloc::collections::VecDeque<LogRecord> = alloc::collections::VecDeque::with_capacity(keep);
+    let mut total = 0u64;
+    let stats = for_each_record(info, vm, &mut |r| {
+        total += 1;
+        if keep == 0 {
+            return;
+        }
+        if tail.len() == keep {
+            tail.pop_front();
+        }
+        tail.push_back(r.clone());
+    })?;
+    Ok((KernelLog { records: tail.into_iter().collect(), stats }, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,43 +1033,3 @@ OFFSET(printk_log.text_len)=10\nOFFSET(printk_log.caller_id)=12\n",
     }
 }
 
-/// The kernel log of a kdump-compressed dump, as `makedumpfile --dump-dmesg` writes it (one
-/// line per record; with `caller_id`, the `[T123]` column of makedumpfile 1.7.5 and later).
-pub fn dmesg_of_dump<R: crate::kdump_reader::ReadAt>(
-    rd: &crate::kdump_reader::KdumpReader<R>,
-    caller_id: bool,
-) -> Result<(String, LogStats), String> {
-    let text = rd.vmcoreinfo().ok_or_else(|| String::from("the dump has no VMCOREINFO"))?;
-    let info = VmcoreInfo::new(text);
-    let machine = match rd.machine() {
-        Some(m) if m.starts_with("x86_64") => crate::elfcore::EM_X86_64,
-        Some(m) if m.starts_with("aarch64") => crate::elfcore::EM_AARCH64,
-        m => return Err(format!("unknown machine {:?} in the dump header", m)),
-    };
-    let vm = KernelVm::new(&info, rd, machine).map_err(|e| format!("{}", e))?;
-    let mut out = String::new();
-    let stats = for_each_record(&info, &vm, &mut |r| {
-        out.push_str(&r.dmesg_line_with(caller_id));
-        out.push('\n');
-    })
-    .map_err(|e| format!("{}", e))?;
-    Ok((out, stats))
-}
-
-/// The last `keep` records of the log (memory bounded by `keep`, whatever the size of the
-/// crashed kernel's ring buffer) and how many records the log has in all.
-pub fn read_log_tail(info: &VmcoreInfo, vm: &KernelVm, keep: usize) -> Result<(KernelLog, u64), LogError> {
-    let mut tail: alloc::collections::VecDeque<LogRecord> = alloc::collections::VecDeque::with_capacity(keep);
-    let mut total = 0u64;
-    let stats = for_each_record(info, vm, &mut |r| {
-        total += 1;
-        if keep == 0 {
-            return;
-        }
-        if tail.len() == keep {
-            tail.pop_front();
-        }
-        tail.push_back(r.clone());
-    })?;
-    Ok((KernelLog { records: tail.into_iter().collect(), stats }, total))
-}
