@@ -231,6 +231,22 @@ pub fn tail(lines: &[String], n: usize) -> String {
         .collect()
 }
 
+/// `lifeboat receive` on `<dir>/serial.bin`, writing `vmcore`, `vmcore.flat` and `console.txt`
+/// into `dir` (both suites decode the same way).
+pub fn receive_command(lifeboat: &Path, dir: &Path) -> Command {
+    let mut c = Command::new(lifeboat);
+    c.arg("receive")
+        .arg("--serial")
+        .arg(dir.join("serial.bin"))
+        .arg("-o")
+        .arg(dir.join("vmcore"))
+        .arg("--flat")
+        .arg(dir.join("vmcore.flat"))
+        .arg("--console")
+        .arg(dir.join("console.txt"));
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,18 +342,3 @@ mod tests {
     }
 }
 
-/// `lifeboat receive` on `<dir>/serial.bin`, writing `vmcore`, `vmcore.flat` and `console.txt`
-/// into `dir` (both suites decode the same way).
-pub fn receive_command(lifeboat: &Path, dir: &Path) -> Command {
-    let mut c = Command::new(lifeboat);
-    c.arg("receive")
-        .arg("--serial")
-        .arg(dir.join("serial.bin"))
-        .arg("-o")
-        .arg(dir.join("vmcore"))
-        .arg("--flat")
-        .arg(dir.join("vmcore.flat"))
-        .arg("--console")
-        .arg(dir.join("console.txt"));
-    c
-}
