@@ -71,8 +71,9 @@ fn base_cmdline(image: &SynthImage, sinks: &str) -> String {
     )
 }
 
-/// QEMU arguments for a raw virtio-blk disk.
-fn disk_args(path: &Path, id: &str, serial: &str) -> Vec<String> {
+/// QEMU arguments for a raw virtio-blk disk (`id` names the drive; also used by the e2e
+/// sink scenarios).
+pub fn disk_args(path: &Path, id: &str, serial: &str) -> Vec<String> {
     vec![
         "-drive".into(),
         format!("file={},if=none,format=raw,id={id},cache=unsafe", path.display()),
@@ -83,7 +84,7 @@ fn disk_args(path: &Path, id: &str, serial: &str) -> Vec<String> {
 
 /// QEMU arguments for a virtio-net card on user networking (10.0.2.2 = host loopback). No
 /// option ROM: the capture kernel does not need one and Debian's QEMU may not ship it.
-fn net_args() -> Vec<String> {
+pub fn net_args() -> Vec<String> {
     vec![
         "-netdev".into(),
         "user,id=n0".into(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::checks::{check, tail_of, Check};
 use crate::qemu::{self, run_with_timeout};
-use crate::sinks::Server;
+use crate::sinks::{disk_args, net_args, Server};
 
 /// The dump disk's size (sparse: only what the capture kernel writes takes room).
 pub const DISK_BYTES: u64 = 512 << 20;
@@ -50,30 +50,6 @@ pub enum SinkHost {
     Serial,
     Blk { disk: PathBuf },
     Net { server: Server },
-}
-
-/// QEMU arguments for a raw virtio-blk disk.
-pub fn disk_args(path: &Path, serial: &str) -> Vec<String> {
-    vec![
-        "-drive".into(),
-        format!(
-            "file={},if=none,format=raw,id=dump,cache=unsafe",
-            path.display()
-        ),
-        "-device".into(),
-        format!("virtio-blk-pci,drive=dump,serial={serial}"),
-    ]
-}
-
-/// QEMU arguments for a virtio-net card on user networking, without an option ROM (nothing
-/// here boots from the network; Debian's QEMU need not ship the ROM).
-pub fn net_args() -> Vec<String> {
-    vec![
-        "-netdev".into(),
-        "user,id=n0".into(),
-        "-device".into(),
-        "virtio-net-pci,netdev=n0,romfile=".into(),
-    ]
 }
 
 /// Path, mode bits.
@@ -115,7 +91,7 @@ impl SinkHost {
     pub fn qemu_args(&self) -> Vec<String> {
         match self {
             SinkHost::Serial => vec![],
-            SinkHost::Blk { disk } => disk_args(disk, DISK_SERIAL),
+            SinkHost::Blk { disk } => disk_args(disk, "dump", DISK_SERIAL),
             SinkHost::Net { .. } => net_args(),
         }
     }
@@ -321,7 +297,7 @@ mod tests {
     #[test]
     fn qemu_arguments() {
         assert_eq!(
-            disk_args(Path::new("/w/dump.img"), "lbdump"),
+            disk_args(Path::new("/w/dump.img"), "dump", "lbdump"),
             [
                 "-drive",
                 "file=/w/dump.img,if=none,format=raw,id=dump,cache=unsafe",
