@@ -357,20 +357,6 @@ mod tests {
         }
     }
 
-    /// The dump file as a plain Vec, for comparison.
-    #[derive(Default)]
-    struct VecSink(Vec<u8>);
-    impl RecordSink for VecSink {
-        fn record(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
-            let end = offset as usize + data.len();
-            if self.0.len() < end {
-                self.0.resize(end, 0);
-            }
-            self.0[offset as usize..end].copy_from_slice(data);
-            Ok(())
-        }
-    }
-
     /// A file of `limit` bytes that keeps what fits of each record, like the disk should.
     struct CutSink {
         file: Vec<u8>,
@@ -444,11 +430,11 @@ mod tests {
 
     fn reference_dump(mem: &FakeMem, core: &ElfCoreHeader) -> Vec<u8> {
         let (params, _) = dump_params(core, mem, "x86_64");
-        let mut v = VecSink::default();
+        let mut v = Vec::new();
         let s = write_kdump(core, &params, mem, &mut v, &mut NoProgress);
         assert_eq!(s.verdict, Verdict::Complete);
-        assert_eq!(s.file_bytes as usize, v.0.len());
-        v.0
+        assert_eq!(s.file_bytes as usize, v.len());
+        v
     }
 
     fn status(disk: &[u8]) -> u32 {

@@ -32,6 +32,20 @@ pub trait RecordSink {
     fn record(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError>;
 }
 
+/// A dump file in memory: each record is written at its offset, the vector growing (with
+/// zeros in any gap) as needed. Used by tests and host tools that want the file as bytes.
+impl RecordSink for alloc::vec::Vec<u8> {
+    fn record(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        let start = usize::try_from(offset).map_err(|_| SinkError::Io("record offset beyond memory"))?;
+        let end = start.checked_add(data.len()).ok_or(SinkError::Io("record offset beyond memory"))?;
+        if self.len() < end {
+            self.resize(end, 0);
+        }
+        self[start..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
 /// A byte stream (UART, TCP): takes whole chunks so that framing can keep record boundaries.
 pub trait ChunkWrite {
     fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), SinkError>;
@@ -41,3 +55,19 @@ pub trait ChunkWrite {
 /// record header plus its data never exceeds this, so a framed stream can resynchronise on
 /// the next frame after a lost one.
 pub const MAX_CHUNK: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vec_takes_records_in_any_order() {
+        let mut v: alloc::vec::Vec<u8> = alloc::vec::Vec::new();
+        v.record(4, b"ef").unwrap();
+        v.record(0, b"ab").unwrap();
+        assert_eq!(v, b"ab\0\0ef");
+        v.record(1, b"XY").unwrap();
+        assert_eq!(v, b"aXY\0ef");
+        assert!(v.record(u64::MAX, b"z").is_err());
+    }
+}

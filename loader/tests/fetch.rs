@@ -13,7 +13,7 @@ use lifeboat_capture::blk::{BlockDevice, BlockSink};
 use lifeboat_capture::dump::{dump_params, write_kdump, NoProgress, Verdict};
 use lifeboat_capture::elfcore::{ElfCoreHeader, Limits, EM_X86_64, NT_PRSTATUS};
 use lifeboat_capture::phys::{PhysError, PhysRead};
-use lifeboat_capture::sink::{RecordSink, SinkError};
+use lifeboat_capture::sink::SinkError;
 use lifeboat_loader::elfcorehdr::{CoreLayout, NoteBuf};
 use lifeboat_loader::memmap::Range;
 
@@ -111,19 +111,6 @@ fn machine() -> (Mem, ElfCoreHeader) {
     (mem, core)
 }
 
-#[derive(Default)]
-struct FileSink(Vec<u8>);
-impl RecordSink for FileSink {
-    fn record(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
-        let end = offset as usize + data.len();
-        if self.0.len() < end {
-            self.0.resize(end, 0);
-        }
-        self.0[offset as usize..end].copy_from_slice(data);
-        Ok(())
-    }
-}
-
 /// A disk in memory, shared so that it can be looked at after the sink is dropped.
 #[derive(Clone)]
 struct Disk(Rc<RefCell<Vec<u8>>>);
@@ -190,12 +177,11 @@ fn text(o: &Output) -> String {
 fn complete_dump_followed_by_stale_data() {
     let (mem, core) = machine();
     let (params, _) = dump_params(&core, &mem, "x86_64");
-    let mut file = FileSink::default();
+    let mut dump = Vec::new();
     assert_eq!(
-        write_kdump(&core, &params, &mem, &mut file, &mut NoProgress).verdict,
+        write_kdump(&core, &params, &mem, &mut dump, &mut NoProgress).verdict,
         Verdict::Complete
     );
-    let dump = file.0;
     // The same dump written through the disk sink onto a disk full of an old dump's bytes.
     let mut old = garbage(8 << 20);
     old[..8].copy_from_slice(b"KDUMP   ");

@@ -123,21 +123,10 @@ impl Machine {
 
     /// The dump file as `write_kdump` produces it.
     fn expected(&self) -> Vec<u8> {
-        struct File(Vec<u8>);
-        impl RecordSink for File {
-            fn record(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
-                let end = offset as usize + data.len();
-                if self.0.len() < end {
-                    self.0.resize(end, 0);
-                }
-                self.0[offset as usize..end].copy_from_slice(data);
-                Ok(())
-            }
-        }
-        let mut f = File(Vec::new());
+        let mut f = Vec::new();
         let s = self.dump(&mut f);
         assert_eq!(s.verdict, Verdict::Complete);
-        f.0
+        f
     }
 }
 
