@@ -31,6 +31,7 @@ use lifeboat_capture::dump::{self, DumpObserver, DumpParams, DumpSummary, Progre
 use lifeboat_capture::elfcore::{ElfCoreHeader, Limits};
 use lifeboat_capture::flat::FlatEncoder;
 use lifeboat_capture::frame::{ByteWrite, FrameWriter};
+use lifeboat_capture::kdump::UtsName;
 use lifeboat_capture::netproto::{self, Identity, NetOutcome, RetryPolicy};
 use lifeboat_capture::phys::{PhysRange, PhysRead};
 use lifeboat_capture::printk;
@@ -465,7 +466,7 @@ fn run_net(target: &NetTarget, opts: &CaptureOptions, job: &Job) -> Attempt {
     };
     log!("sink: dump server {} through {} (docs/net-protocol.md)", target, stack.description);
     let identity = Identity {
-        host: opts.host.clone().unwrap_or_else(|| uts_field(&job.params.utsname.nodename)),
+        host: opts.host.clone().unwrap_or_else(|| String::from(UtsName::get(&job.params.utsname.nodename).unwrap_or(""))),
         release: String::from(job.release),
         machine: String::from(arch::MACHINE_NAME),
         boot_id: opts.boot_id.clone().unwrap_or_default(),
@@ -644,12 +645,6 @@ fn print_kernel_log(core: &ElfCoreHeader, mem: &dyn PhysRead) {
         }
         Err(why) => log!("kernel log: not available ({})", why),
     }
-}
-
-/// A utsname field as text (up to its NUL).
-fn uts_field(f: &[u8]) -> String {
-    let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
-    String::from(core::str::from_utf8(&f[..end]).unwrap_or(""))
 }
 
 /// The summary lines after each sink run.
