@@ -354,6 +354,9 @@ struct Job<'a> {
     mem: &'a dyn PhysRead,
     ram_total: u64,
     release: &'a str,
+    /// The crashed kernel's VMCOREINFO and page tables, when it has them (the kernel log and
+    /// the page filter need both).
+    kernel: Option<(&'a VmcoreInfo<'a>, &'a KernelVm<'a>)>,
 }
 
 impl Job<'_> {
@@ -521,12 +524,8 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
     for w in &warnings {
         log!("warning: {}", w);
     }
-    let release = core
-        .vmcoreinfo
-        .clone()
-        .and_then(|r| core.notes.get(r))
-        .and_then(|d| VmcoreInfo::new(d).osrelease().map(String::from))
-        .unwrap_or_else(|| String::from("unknown"));
+    let info = core.vmcoreinfo.clone().and_then(|r| core.notes.get(r)).map(VmcoreInfo::new);
+    let release = info.as_ref().and_then(|i| i.osrelease()).map_or_else(|| String::from("unknown"), String::from);
     let ram_total: u64 = core.loads.iter().map(|l| l.len).sum();
     log!(
         "crashed kernel: Linux {} ({}), {} CPU(s), page size {}, {} RAM range(s), {} MiB to dump",
@@ -549,9 +548,21 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
         }
     }
 
-    print_kernel_log(&core, mem);
+    let vm = match &info {
+        Some(info) => KernelVm::new(info, mem, arch::ELF_MACHINE).map_err(|e| format!("{}", e)),
+        None => Err(String::from("no VMCOREINFO")),
+    };
+    let kernel = match (&info, &vm) {
+        (Some(info), Ok(vm)) => Some((info, vm)),
+        _ => None,
+    };
+    match (kernel, &vm) {
+        (Some((info, vm)), _) => print_kernel_log(info, vm),
+        (None, Err(why)) => log!("kernel log: not available ({})", why),
+        (None, Ok(_)) => unreachable!("a page-table walker needs VMCOREINFO"),
+    }
 
-    let job = Job { core: &core, params: &params, mem, ram_total, release: &release };
+    let job = Job { core: &core, params: &params, mem, ram_total, release: &release, kernel };
     let n = opts.sinks.len();
     let mut failures: Vec<String> = Vec::new();
     let mut last_run: Option<(usize, SinkRun)> = None;
@@ -617,18 +628,10 @@ const LOG_TAIL_RECORDS: usize = 50;
 /// Prints the end of the crashed kernel's log (decoded from its printk ring buffer in old
 /// memory) before the dump starts, so the console says why the machine crashed even if the
 /// dump never arrives.
-fn print_kernel_log(core: &ElfCoreHeader, mem: &dyn PhysRead) {
-    let Some(text) = core.vmcoreinfo.clone().and_then(|r| core.notes.get(r)) else {
-        log!("kernel log: not available (no VMCOREINFO)");
-        return;
-    };
-    let info = VmcoreInfo::new(text);
-    let log = KernelVm::new(&info, mem, arch::ELF_MACHINE)
-        .map_err(|e| format!("{}", e))
-        // Only the end of the log is kept: memory stays bounded however large the crashed
-        // kernel's log buffer was.
-        .and_then(|vm| printk::read_log_tail(&info, &vm, 2 * LOG_TAIL_RECORDS).map_err(|e| format!("{}", e)));
-    match log {
+fn print_kernel_log(info: &VmcoreInfo, vm: &KernelVm) {
+    // Only the end of the log is kept: memory stays bounded however large the crashed
+    // kernel's log buffer was.
+    match printk::read_log_tail(info, vm, 2 * LOG_TAIL_RECORDS) {
         Ok((log, total)) => {
             let tail = log.panic_tail(LOG_TAIL_RECORDS);
             log!(
