@@ -17,13 +17,22 @@
 //! tell missing data from holes. The one exception is the header, re-sent with
 //! `DUMP_DH_COMPRESSED_INCOMPLETE` when the sink fails.
 //!
-//! Memory use does not depend on the size of RAM: bitmaps are generated a record at a time
-//! from the `PT_LOAD` list, descriptors and page data each go through one record-sized buffer,
-//! and the zlib compressor is created once.
+//! Memory use does not depend on the size of RAM (makedumpfile's cyclic mode, but nothing is
+//! held whole): the writer makes two passes over memory.
+//! 1. Count: bitmap 1 (pages covered by `PT_LOAD`s) is generated a record at a time from the
+//!    `PT_LOAD` list; bitmap 2 is bitmap 1 less the pages the [`PageSelect`] excludes, decided
+//!    [`CLASS_BATCH`] pages at a time and written out a record at a time as it goes. Its set
+//!    bits are counted: that fixes where the page data starts.
+//! 2. Write: the selector is asked again from the start (it must give the same answers, which a
+//!    running hash of the excluded pfns checks) and the kept pages are read, compressed and
+//!    written, descriptors and page data each through one record-sized buffer; the zlib
+//!    compressor is created once.
 //!
-//! Dump level: only bit 0 (`DL_EXCLUDE_ZERO`) is acted on: zero pages share one stored zero
-//! page, as makedumpfile does. Bitmap 1 = bitmap 2 = pages covered by `PT_LOAD`s; a page only
-//! partly covered (a range edge inside it) counts as present and its uncovered bytes are zero.
+//! A page only partly covered (a range edge inside it) counts as present and its uncovered
+//! bytes are zero. Dump level bit 0 (`DL_EXCLUDE_ZERO`) is acted on here: zero pages share one
+//! stored zero page, as makedumpfile does (they stay in bitmap 2). The other bits are the
+//! selector's business ([`crate::filter::PageFilter`]); the level written in the sub header is
+//! [`DumpParams::dump_level`], which the caller sets to the level in effect.
 
 use alloc::format;
 use alloc::string::String;
@@ -32,6 +41,7 @@ use alloc::vec::Vec;
 
 use crate::compress::PageCompressor;
 use crate::elfcore::{ElfCoreHeader, LoadSegment};
+use crate::filter::{FilterError, PageClass, PageFilter};
 use crate::kdump::{
     DiskDumpHeader, KdumpSubHeader, PageDesc, UtsName, DL_EXCLUDE_ZERO,
     DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_COMPRESSED_ZLIB, HEADER_VERSION, KDUMP_SIGNATURE,
@@ -46,6 +56,8 @@ use crate::vmcoreinfo::VmcoreInfo;
 pub const MAX_RECORD: usize = MAX_CHUNK - 16;
 /// The observer hears about progress at least this often (in pages).
 pub const PROGRESS_EVERY: u64 = 256;
+/// Pages classified per [`PageSelect::classify`] call (one byte of state each).
+pub const CLASS_BATCH: usize = 1024;
 /// Smallest and largest supported page sizes.
 pub const MIN_PAGE_SIZE: u32 = 4096;
 pub const MAX_PAGE_SIZE: u32 = 65536;
@@ -71,10 +83,78 @@ pub struct DumpParams {
 /// How far the dump is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
+    /// The first pass: pages classified (of `pages_total` present pages); nothing of the page
+    /// data is written yet.
+    pub counting: bool,
     pub pages_done: u64,
     pub pages_total: u64,
     /// Bytes handed to the sink so far.
     pub bytes_out: u64,
+}
+
+/// Decides which pages the dump leaves out.
+///
+/// The writer asks for every present pfn once per pass, in ascending order, in slices of at
+/// most [`CLASS_BATCH`] pages (skipping holes between `PT_LOAD`s), and calls [`Self::reset`]
+/// before each pass. Both passes must give the same answers.
+pub trait PageSelect {
+    /// Forget where the last pass ended; the next call starts again from the lowest pfn.
+    fn reset(&mut self);
+    /// Classify pfns `start_pfn .. start_pfn + out.len()` into `out`.
+    fn classify(&mut self, start_pfn: u64, out: &mut [PageClass]);
+}
+
+/// Keeps every page (dump levels 0 and 1).
+pub struct KeepAll;
+
+impl PageSelect for KeepAll {
+    fn reset(&mut self) {}
+    fn classify(&mut self, _: u64, out: &mut [PageClass]) {
+        out.fill(PageClass::Keep);
+    }
+}
+
+/// A [`PageFilter`] as the writer's selector, counting what it decided in the last pass.
+pub struct FilterSelect<'a> {
+    pub filter: PageFilter<'a>,
+    /// Pages of each class ([`PageClass::index`]) in the last pass.
+    pub counts: [u64; PageClass::ALL.len()],
+    /// The first refusal of the filter; the pages asked for were kept.
+    pub error: Option<FilterError>,
+    unknown_at_reset: u64,
+}
+
+impl<'a> FilterSelect<'a> {
+    pub fn new(filter: PageFilter<'a>) -> Self {
+        Self { filter, counts: [0; PageClass::ALL.len()], error: None, unknown_at_reset: 0 }
+    }
+
+    /// Pages excluded in the last pass.
+    pub fn excluded(&self) -> u64 {
+        PageClass::ALL.iter().filter(|c| c.is_excluded()).map(|c| self.counts[c.index()]).sum()
+    }
+
+    /// Pages kept in the last pass because their `struct page` was unreadable or implausible.
+    pub fn doubtful(&self) -> u64 {
+        self.filter.stats().unknown() - self.unknown_at_reset
+    }
+}
+
+impl PageSelect for FilterSelect<'_> {
+    fn reset(&mut self) {
+        self.filter.reset();
+        self.counts = [0; PageClass::ALL.len()];
+        self.unknown_at_reset = self.filter.stats().unknown();
+    }
+    fn classify(&mut self, start_pfn: u64, out: &mut [PageClass]) {
+        if let Err(e) = self.filter.classify(start_pfn, out) {
+            self.error.get_or_insert(e);
+            out.fill(PageClass::Keep);
+        }
+        for c in out.iter() {
+            self.counts[c.index()] += 1;
+        }
+    }
 }
 
 /// Hears about progress; called at least every [`PROGRESS_EVERY`] pages and at the end.
@@ -101,7 +181,7 @@ pub enum Verdict {
 /// What [`write_kdump`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DumpSummary {
-    /// Dumpable pages (pages covered by `PT_LOAD`s).
+    /// Dumpable pages: pages covered by `PT_LOAD`s, less those the selector excluded.
     pub pages_total: u64,
     /// Pages stored as the shared zero page.
     pub pages_zero: u64,
@@ -256,8 +336,11 @@ struct Layout {
     bitmap_bytes: u64,
     bitmap_blocks: u64,
     data_offset: u64,
+    /// Pages touched by `PT_LOAD`s (bitmap 1).
+    num_present: u64,
+    /// Pages in bitmap 2; known after the first pass (until then, `num_present`).
     num_dumpable: u64,
-    /// Where page data starts (after the descriptors).
+    /// Where page data starts (after the descriptors); known after the first pass.
     pages_offset: u64,
 }
 
@@ -295,10 +378,10 @@ impl Layout {
             }
         }
         let mut max_mapnr = 0;
-        let mut num_dumpable = 0u64;
+        let mut num_present = 0u64;
         for l in &core.loads {
             let (first, end) = pfn_span(l, shift);
-            num_dumpable += end - first.max(max_mapnr.min(end));
+            num_present += end - first.max(max_mapnr.min(end));
             max_mapnr = max_mapnr.max(end);
         }
         let sub_bytes = (KDUMP_SUB_HEADER_SIZE + core.notes.len()) as u64;
@@ -307,13 +390,14 @@ impl Layout {
         let bitmap_blocks = bitmap_bytes / ps * 2;
         let data_offset =
             (1 + sub_hdr_blocks + bitmap_blocks).checked_mul(ps).ok_or_else(too_big)?;
-        let pages_offset = num_dumpable
+        // Checked for every page present: bitmap 2 never holds more.
+        let pages_offset = num_present
             .checked_mul(PAGE_DESC_SIZE as u64)
             .and_then(|d| d.checked_add(data_offset))
             .ok_or_else(too_big)?;
         // The data after it must also be addressable by an i64 offset.
         let max_data =
-            num_dumpable.checked_add(1).and_then(|n| n.checked_mul(ps)).ok_or_else(too_big)?;
+            num_present.checked_add(1).and_then(|n| n.checked_mul(ps)).ok_or_else(too_big)?;
         if pages_offset.checked_add(max_data).is_none_or(|e| e > i64::MAX as u64)
             || i32::try_from(sub_hdr_blocks).is_err()
             || u32::try_from(bitmap_blocks).is_err()
@@ -328,9 +412,17 @@ impl Layout {
             bitmap_bytes,
             bitmap_blocks,
             data_offset,
-            num_dumpable,
+            num_present,
+            num_dumpable: num_present,
             pages_offset,
         })
+    }
+
+    /// Fixes the number of pages in bitmap 2 (at most `num_present`, so no overflow).
+    fn set_dumpable(&mut self, n: u64) {
+        debug_assert!(n <= self.num_present);
+        self.num_dumpable = n;
+        self.pages_offset = self.data_offset + n * PAGE_DESC_SIZE as u64;
     }
 }
 
@@ -437,24 +529,36 @@ fn fill_bitmap(loads: &[LoadSegment], shift: u32, first_byte: u64, buf: &mut [u8
     }
 }
 
-/// Pfns of all pages touched by segments, in order, each once.
-struct PresentPfns<'a> {
+/// The pages touched by segments, in ascending order and each once, as slices `(first pfn,
+/// count)` of at most [`CLASS_BATCH`] pages that never cross a multiple of `align` pfns (a
+/// bitmap record's boundary). Both passes walk memory with this, so the selector sees the same
+/// calls twice.
+struct Slices<'a> {
     loads: &'a [LoadSegment],
     shift: u32,
+    align: u64,
     index: usize,
     next: u64,
 }
 
-impl Iterator for PresentPfns<'_> {
-    type Item = u64;
-    fn next(&mut self) -> Option<u64> {
+impl<'a> Slices<'a> {
+    fn new(loads: &'a [LoadSegment], shift: u32, align: u64) -> Self {
+        Self { loads, shift, align, index: 0, next: 0 }
+    }
+}
+
+impl Iterator for Slices<'_> {
+    type Item = (u64, usize);
+    fn next(&mut self) -> Option<(u64, usize)> {
         loop {
             let l = self.loads.get(self.index)?;
             let (first, end) = pfn_span(l, self.shift);
             let pfn = first.max(self.next);
             if pfn < end {
-                self.next = pfn + 1;
-                return Some(pfn);
+                let boundary = (pfn / self.align + 1) * self.align;
+                let stop = end.min(boundary).min(pfn + CLASS_BATCH as u64);
+                self.next = stop;
+                return Some((pfn, (stop - pfn) as usize));
             }
             self.index += 1;
         }
@@ -498,6 +602,8 @@ fn is_zero(page: &[u8]) -> bool {
 #[derive(Default)]
 struct Counts {
     done: u64,
+    /// Pages the selector decided differently in the second pass.
+    changed: bool,
     zero: u64,
     compressed: u64,
     raw: u64,
@@ -545,6 +651,24 @@ pub fn write_kdump(
     sink: &mut dyn RecordSink,
     obs: &mut dyn DumpObserver,
 ) -> DumpSummary {
+    write_kdump_filtered(core, params, mem, &mut KeepAll, sink, obs)
+}
+
+/// The highest pfn + 1 of the pages `core` names (the dump's `max_mapnr`), for sizing a
+/// [`PageFilter`]; 0 if the page size is not supported.
+pub fn max_pfn(core: &ElfCoreHeader, page_size: u32) -> u64 {
+    Layout::new(core, page_size).map_or(0, |l| l.max_mapnr)
+}
+
+/// [`write_kdump`], leaving out the pages `select` excludes.
+pub fn write_kdump_filtered(
+    core: &ElfCoreHeader,
+    params: &DumpParams,
+    mem: &dyn PhysRead,
+    select: &mut dyn PageSelect,
+    sink: &mut dyn RecordSink,
+    obs: &mut dyn DumpObserver,
+) -> DumpSummary {
     let ram_bytes = core.loads.iter().map(|l| l.len).sum();
     let mut summary = DumpSummary {
         pages_total: 0,
@@ -556,17 +680,17 @@ pub fn write_kdump(
         file_bytes: 0,
         verdict: Verdict::Complete,
     };
-    let layout = match Layout::new(core, params.page_size) {
+    let mut layout = match Layout::new(core, params.page_size) {
         Ok(l) => l,
         Err(why) => {
             summary.verdict = Verdict::Incomplete(format!("nothing written: {}", why));
             return summary;
         }
     };
-    summary.pages_total = layout.num_dumpable;
     let mut out = Out { sink, bytes: 0 };
     let mut counts = Counts::default();
-    let result = write_all(core, params, mem, &layout, &mut out, obs, &mut counts);
+    let result = write_all(core, params, mem, select, &mut layout, &mut out, obs, &mut counts);
+    summary.pages_total = layout.num_dumpable;
     summary.pages_zero = counts.zero;
     summary.pages_compressed = counts.compressed;
     summary.pages_raw = counts.raw;
@@ -574,9 +698,13 @@ pub fn write_kdump(
     summary.verdict = match result {
         Ok(()) => {
             summary.file_bytes = counts.file_end;
-            match counts.first_unreadable {
-                None => Verdict::Complete,
-                Some(pfn) => Verdict::Incomplete(format!(
+            match (counts.changed, counts.first_unreadable) {
+                (true, _) => Verdict::Incomplete(String::from(
+                    "the page filter decided differently in its second pass over memory: \
+                     some descriptors may not match bitmap 2",
+                )),
+                (false, None) => Verdict::Complete,
+                (false, Some(pfn)) => Verdict::Incomplete(format!(
                     "{} of {} pages could not be read (the first at physical address {:#x}); \
                      they are marked missing in the dump",
                     counts.unreadable,
@@ -603,6 +731,7 @@ pub fn write_kdump(
         }
     };
     obs.progress(&Progress {
+        counting: false,
         pages_done: counts.done,
         pages_total: layout.num_dumpable,
         bytes_out: out.bytes,
@@ -610,11 +739,19 @@ pub fn write_kdump(
     summary
 }
 
+/// FNV-1a over the excluded pfns, to check the two passes agree.
+fn mix(hash: u64, pfn: u64) -> u64 {
+    pfn.to_le_bytes().iter().fold(hash, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+const HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+#[allow(clippy::too_many_arguments)]
 fn write_all(
     core: &ElfCoreHeader,
     params: &DumpParams,
     mem: &dyn PhysRead,
-    layout: &Layout,
+    select: &mut dyn PageSelect,
+    layout: &mut Layout,
     out: &mut Out<'_>,
     obs: &mut dyn DumpObserver,
     counts: &mut Counts,
@@ -647,22 +784,66 @@ fn write_all(
     let bitmap_offset = (1 + layout.sub_hdr_blocks) * ps;
     w.pad_to(out, bitmap_offset)?;
 
-    // Bitmaps, a record at a time. Both are "pages covered by PT_LOADs" at level 1.
+    // Bitmap 1, a record at a time: the pages covered by PT_LOADs.
     let mut chunk = vec![0u8; MAX_RECORD];
-    for _ in 0..2 {
-        let mut byte = 0;
-        while byte < layout.bitmap_bytes {
-            let n = (layout.bitmap_bytes - byte).min(MAX_RECORD as u64) as usize;
-            fill_bitmap(&core.loads, shift, byte, &mut chunk[..n]);
+    let mut byte = 0;
+    while byte < layout.bitmap_bytes {
+        let n = (layout.bitmap_bytes - byte).min(MAX_RECORD as u64) as usize;
+        fill_bitmap(&core.loads, shift, byte, &mut chunk[..n]);
+        w.write(out, &chunk[..n])?;
+        byte += n as u64;
+    }
+
+    // Pass 1: bitmap 2, a record at a time, less what the selector excludes.
+    let chunk_pfns = MAX_RECORD as u64 * 8;
+    let mut classes = vec![PageClass::Keep; CLASS_BATCH];
+    let mut hash = HASH_START;
+    let mut dumpable = 0u64;
+    let mut classified = 0u64;
+    // The record being built: bitmap bytes `byte..byte + n`.
+    let mut byte = 0u64;
+    let mut n = (layout.bitmap_bytes).min(MAX_RECORD as u64) as usize;
+    fill_bitmap(&core.loads, shift, 0, &mut chunk[..n]);
+    select.reset();
+    for (start, count) in Slices::new(&core.loads, shift, chunk_pfns) {
+        while start >= (byte + n as u64) * 8 {
+            dumpable += chunk[..n].iter().map(|b| u64::from(b.count_ones())).sum::<u64>();
             w.write(out, &chunk[..n])?;
             byte += n as u64;
+            n = (layout.bitmap_bytes - byte).min(MAX_RECORD as u64) as usize;
+            fill_bitmap(&core.loads, shift, byte, &mut chunk[..n]);
         }
+        let cls = &mut classes[..count];
+        select.classify(start, cls);
+        for (i, c) in cls.iter().enumerate() {
+            if c.is_excluded() {
+                let bit = start + i as u64 - byte * 8;
+                chunk[(bit / 8) as usize] &= !(1 << (bit % 8));
+                hash = mix(hash, start + i as u64);
+            }
+        }
+        classified += count as u64;
+        obs.progress(&Progress {
+            counting: true,
+            pages_done: classified,
+            pages_total: layout.num_present,
+            bytes_out: out.bytes,
+        });
+    }
+    while byte < layout.bitmap_bytes {
+        dumpable += chunk[..n].iter().map(|b| u64::from(b.count_ones())).sum::<u64>();
+        w.write(out, &chunk[..n])?;
+        byte += n as u64;
+        n = (layout.bitmap_bytes - byte).min(MAX_RECORD as u64) as usize;
+        fill_bitmap(&core.loads, shift, byte, &mut chunk[..n]);
     }
     w.flush(out)?;
     drop(chunk);
     debug_assert_eq!(w.position(), layout.data_offset);
+    layout.set_dumpable(dumpable);
+    let pass1_hash = hash;
 
-    // Descriptors and page data, side by side.
+    // Pass 2: descriptors and page data, side by side.
     let mut descs = SeqWriter::new(layout.data_offset);
     let mut data = SeqWriter::new(layout.pages_offset);
     let share_zero = params.dump_level & DL_EXCLUDE_ZERO != 0;
@@ -674,44 +855,69 @@ fn write_all(
     let mut compressor = PageCompressor::new();
     let mut page = vec![0u8; ps as usize];
     let mut packed = vec![0u8; ps as usize];
-    let pfns = PresentPfns { loads: &core.loads, shift, index: 0, next: 0 };
-    for pfn in pfns {
-        let desc = if !read_page(&core.loads, mem, pfn, shift, &mut page) {
-            counts.unreadable += 1;
-            counts.first_unreadable.get_or_insert(pfn);
-            PageDesc::default()
-        } else if share_zero && is_zero(&page) {
-            counts.zero += 1;
-            zero_desc
-        } else {
-            let offset = data.position() as i64;
-            match compressor.compress(&page, &mut packed) {
-                Some(n) => {
-                    counts.compressed += 1;
-                    data.write(out, &packed[..n])?;
-                    PageDesc {
-                        offset,
-                        size: n as u32,
-                        flags: DUMP_DH_COMPRESSED_ZLIB,
-                        page_flags: 0,
+    let mut hash = HASH_START;
+    select.reset();
+    for (start, count) in Slices::new(&core.loads, shift, chunk_pfns) {
+        let cls = &mut classes[..count];
+        select.classify(start, cls);
+        for (i, c) in cls.iter().enumerate() {
+            let pfn = start + i as u64;
+            if c.is_excluded() {
+                hash = mix(hash, pfn);
+                continue;
+            }
+            if counts.done == layout.num_dumpable {
+                // Kept now but excluded in pass 1: there is no room for it.
+                counts.changed = true;
+                continue;
+            }
+            let desc = if !read_page(&core.loads, mem, pfn, shift, &mut page) {
+                counts.unreadable += 1;
+                counts.first_unreadable.get_or_insert(pfn);
+                PageDesc::default()
+            } else if share_zero && is_zero(&page) {
+                counts.zero += 1;
+                zero_desc
+            } else {
+                let offset = data.position() as i64;
+                match compressor.compress(&page, &mut packed) {
+                    Some(n) => {
+                        counts.compressed += 1;
+                        data.write(out, &packed[..n])?;
+                        PageDesc {
+                            offset,
+                            size: n as u32,
+                            flags: DUMP_DH_COMPRESSED_ZLIB,
+                            page_flags: 0,
+                        }
+                    }
+                    None => {
+                        counts.raw += 1;
+                        data.write(out, &page)?;
+                        PageDesc { offset, size: ps as u32, flags: 0, page_flags: 0 }
                     }
                 }
-                None => {
-                    counts.raw += 1;
-                    data.write(out, &page)?;
-                    PageDesc { offset, size: ps as u32, flags: 0, page_flags: 0 }
-                }
+            };
+            descs.write(out, &desc.to_bytes())?;
+            counts.done += 1;
+            if counts.done.is_multiple_of(PROGRESS_EVERY) {
+                obs.progress(&Progress {
+                    counting: false,
+                    pages_done: counts.done,
+                    pages_total: layout.num_dumpable,
+                    bytes_out: out.bytes,
+                });
             }
-        };
-        descs.write(out, &desc.to_bytes())?;
-        counts.done += 1;
-        if counts.done.is_multiple_of(PROGRESS_EVERY) {
-            obs.progress(&Progress {
-                pages_done: counts.done,
-                pages_total: layout.num_dumpable,
-                bytes_out: out.bytes,
-            });
         }
+    }
+    if hash != pass1_hash {
+        counts.changed = true;
+    }
+    // Pages excluded now but kept in pass 1: their descriptors say "missing".
+    while counts.done < layout.num_dumpable {
+        counts.changed = true;
+        descs.write(out, &PageDesc::default().to_bytes())?;
+        counts.done += 1;
     }
     descs.flush(out)?;
     data.flush(out)?;
@@ -788,6 +994,8 @@ mod tests {
 
     /// What an independent reader (like crash) finds in a kdump-compressed file.
     struct Parsed {
+        bm1: Vec<u8>,
+        bm2: Vec<u8>,
         status: u32,
         block_size: usize,
         nr_cpus: i32,
@@ -828,7 +1036,8 @@ mod tests {
         assert_eq!(bitmap_len, (max_mapnr as usize).div_ceil(8).div_ceil(bs) * bs * 2);
         let bm = &f[(1 + sub_blocks) * bs..(1 + sub_blocks) * bs + bitmap_len];
         let (bm1, bm2) = bm.split_at(bitmap_len / 2);
-        assert_eq!(bm1, bm2);
+        // Bitmap 2 is a subset of bitmap 1.
+        assert!(bm1.iter().zip(bm2).all(|(a, b)| a & b == *b));
         let data_offset = (1 + sub_blocks + bitmap_blocks) * bs;
         let mut pages = vec![None; max_mapnr as usize];
         let mut k = 0;
@@ -859,6 +1068,8 @@ mod tests {
             assert_eq!(bm2[pfn / 8] & (1 << (pfn % 8)), 0);
         }
         Parsed {
+            bm1: bm1.to_vec(),
+            bm2: bm2.to_vec(),
             status: rd_u32(f, 424),
             block_size: bs,
             nr_cpus: rd_i32(f, 460),
@@ -1056,14 +1267,142 @@ OFFSET(uts_namespace.name)=4\nNUMBER(phys_base)={}\nCRASHTIME=1700000000\n",
         );
         assert_eq!(summary.pages_unreadable, 0);
         assert_eq!(summary.ram_bytes, segs.iter().map(|s| s.2).sum::<u64>());
-        // Progress: at least every 256 pages, and a final call with everything.
+        assert_eq!(p.bm1, p.bm2, "nothing is filtered at level 1");
+        // Progress: counting first, in slices, then at least every 256 pages, and a final call
+        // with everything.
+        let counting = obs.calls.iter().take_while(|c| c.counting).count();
+        assert!(counting > 0);
         let mut last = 0;
-        for c in &obs.calls {
+        for c in &obs.calls[..counting] {
+            assert!(c.pages_done - last <= CLASS_BATCH as u64 && c.pages_done > last);
+            assert_eq!(c.pages_total, summary.pages_total);
+            last = c.pages_done;
+        }
+        assert_eq!(last, summary.pages_total);
+        let mut last = 0;
+        for c in &obs.calls[counting..] {
+            assert!(!c.counting);
             assert!(c.pages_done - last <= 256 && c.pages_done >= last);
             last = c.pages_done;
         }
         assert_eq!(obs.calls.last().unwrap().pages_done, summary.pages_total);
         assert_eq!(obs.calls.last().unwrap().bytes_out, summary.file_bytes);
+    }
+
+    /// Excludes a fixed pattern of pfns; records its calls; can change its mind in pass 2.
+    struct Pattern {
+        pass: u32,
+        calls: Vec<(u32, u64, usize)>,
+        flip_in_pass_2: Vec<u64>,
+    }
+
+    impl Pattern {
+        fn new(flip_in_pass_2: &[u64]) -> Self {
+            Self { pass: 0, calls: Vec::new(), flip_in_pass_2: flip_in_pass_2.to_vec() }
+        }
+        fn excluded(pfn: u64) -> bool {
+            pfn % 3 == 0 || (0x150..0x1a0).contains(&pfn)
+        }
+    }
+
+    impl PageSelect for Pattern {
+        fn reset(&mut self) {
+            self.pass += 1;
+        }
+        fn classify(&mut self, start: u64, out: &mut [PageClass]) {
+            self.calls.push((self.pass, start, out.len()));
+            for (i, c) in out.iter_mut().enumerate() {
+                let pfn = start + i as u64;
+                let flip = self.pass == 2 && self.flip_in_pass_2.contains(&pfn);
+                *c = if Self::excluded(pfn) != flip { PageClass::Free } else { PageClass::Keep };
+            }
+        }
+    }
+
+    fn bit(bm: &[u8], pfn: u64) -> bool {
+        bm[(pfn / 8) as usize] & (1 << (pfn % 8)) != 0
+    }
+
+    const FILTER_SEGS: [(u64, u64, u64); 5] = [
+        (0, 0x7d00_0000, 0xa0000),
+        (0x10_0000, 0x10_0000, 0x20_0000),
+        (0x40_0800, 0x40_0800, 0x2c00),
+        (0x40_3400, 0x40_3400, 0x1c00),
+        (0x2_0000_0000, 0x2_0000_0000, 0x3000),
+    ];
+
+    #[test]
+    fn filtered_dump_leaves_out_excluded_pages() {
+        let ps = 4096;
+        let (m, core) = machine(&FILTER_SEGS, ps, &[]);
+        let (mut params, _) = dump_params(&core, &m.mem, "x86_64");
+        params.dump_level = 31;
+        let mut sink = FileSink::new(None);
+        let mut sel = Pattern::new(&[]);
+        let summary =
+            write_kdump_filtered(&core, &params, &m.mem, &mut sel, &mut sink, &mut NoProgress);
+        assert_eq!(summary.verdict, Verdict::Complete);
+        assert!(sink.written.iter().all(|&w| w), "the file has holes");
+        let p = parse_kdump(&sink.file);
+        assert_eq!(p.dump_level, 31);
+        assert_eq!(p.file_len as u64, summary.file_bytes);
+        let mut kept = 0;
+        let mut excluded = 0;
+        for pfn in 0..p.max_mapnr {
+            let present = m.present(pfn, ps);
+            assert_eq!(bit(&p.bm1, pfn), present, "bitmap 1 at pfn {:#x}", pfn);
+            let dumped = present && !Pattern::excluded(pfn);
+            assert_eq!(bit(&p.bm2, pfn), dumped, "bitmap 2 at pfn {:#x}", pfn);
+            let slot = &p.pages[pfn as usize];
+            assert_eq!(slot.is_some(), dumped, "pfn {:#x}", pfn);
+            if dumped {
+                kept += 1;
+                assert!(*slot.as_ref().unwrap().as_ref().unwrap() == m.expected(pfn, ps));
+            } else if present {
+                excluded += 1;
+            }
+        }
+        assert_eq!(summary.pages_total, kept);
+        assert!(kept > 300 && excluded > 200, "{} kept, {} excluded", kept, excluded);
+        // Both passes ask the same questions: every present pfn once, ascending, in slices
+        // that never cross a bitmap record.
+        let pass = |n| sel.calls.iter().filter(|c| c.0 == n).map(|c| (c.1, c.2)).collect::<Vec<_>>();
+        let (one, two) = (pass(1), pass(2));
+        assert_eq!(one, two);
+        assert_eq!(sel.calls.len(), one.len() * 2);
+        let mut next = 0;
+        let mut asked = 0;
+        for &(start, len) in &one {
+            assert!(start >= next && len > 0 && len <= CLASS_BATCH);
+            let rec = MAX_RECORD as u64 * 8;
+            assert_eq!(start / rec, (start + len as u64 - 1) / rec, "slice crosses a record");
+            assert!((start..start + len as u64).all(|pfn| m.present(pfn, ps)));
+            next = start + len as u64;
+            asked += len as u64;
+        }
+        assert_eq!(asked, (0..p.max_mapnr).filter(|&pfn| m.present(pfn, ps)).count() as u64);
+    }
+
+    #[test]
+    fn filter_that_changes_its_mind_makes_the_dump_incomplete() {
+        let ps = 4096;
+        let (m, core) = machine(&FILTER_SEGS, ps, &[]);
+        let (params, _) = dump_params(&core, &m.mem, "x86_64");
+        // Pfn 0x103 is excluded in pass 1 and kept in pass 2, 0x104 the other way round; then
+        // only one of them.
+        for flips in [&[0x103u64, 0x104][..], &[0x103], &[0x104]] {
+            let mut sink = FileSink::new(None);
+            let mut sel = Pattern::new(flips);
+            let summary =
+                write_kdump_filtered(&core, &params, &m.mem, &mut sel, &mut sink, &mut NoProgress);
+            match &summary.verdict {
+                Verdict::Incomplete(why) => assert!(why.contains("second pass"), "{}", why),
+                v => panic!("{:?} with flips {:?}", v, flips),
+            }
+            assert!(sink.written.iter().all(|&w| w), "the file has holes");
+            let p = parse_kdump(&sink.file);
+            assert_eq!(p.file_len as u64, summary.file_bytes);
+        }
     }
 
     #[test]
