@@ -13,7 +13,7 @@
 //! | `lifeboat.host=`, `lifeboat.bootid=` | the crashed machine's identity for the dump server (set by `lifeboat load`) |
 //! | `lifeboat.serial=ttyS0\|…\|0x2f8[,baud]` | which UART and speed |
 //! | `lifeboat.action=reboot\|halt\|poweroff` | what to do when the dump is written |
-//! | `lifeboat.level=N` | makedumpfile dump level 0..31 (only 0 and 1 implemented) |
+//! | `lifeboat.level=N` | makedumpfile dump level 0..31 (default 31: zero, cache, private cache, user and free pages left out) |
 //! | `lifeboat.exit_port=0xf4` | test harnesses: I/O port that receives an exit code at the end |
 //!
 //! `elfcorehdr=` is written by two loaders in two forms: kexec_file_load prepends
@@ -435,10 +435,9 @@ impl fmt::Display for Action {
     }
 }
 
-/// The highest dump level the capture kernel implements.
-pub const MAX_IMPLEMENTED_LEVEL: u8 = 1;
-/// The default dump level (exclude zero pages, as makedumpfile `-d 1`).
-pub const DEFAULT_LEVEL: u8 = 1;
+/// The default dump level, as kdump-tools' `makedumpfile -d 31`: zero pages shared; page
+/// cache, private cache, user data and free pages left out.
+pub const DEFAULT_LEVEL: u8 = 31;
 
 /// Everything the command line configures.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -587,10 +586,7 @@ pub fn parse(cmdline: &str) -> (CaptureOptions, Vec<String>) {
             "level" => {
                 o.level = DEFAULT_LEVEL;
                 match v.parse::<u8>() {
-                    Ok(l) if l <= MAX_IMPLEMENTED_LEVEL => o.level = l,
-                    Ok(l) if u32::from(l) <= crate::kdump::MAX_DUMP_LEVEL => warnings.push(
-                        format!("dump level {} not supported yet, using {}", l, DEFAULT_LEVEL),
-                    ),
+                    Ok(l) if u32::from(l) <= crate::kdump::MAX_DUMP_LEVEL => o.level = l,
                     _ => warnings.push(format!(
                         "lifeboat.level={} is not a dump level 0..31: using {}",
                         v, DEFAULT_LEVEL
@@ -707,7 +703,7 @@ mod tests {
         assert!(w.is_empty(), "{:?}", w);
         assert_eq!(o.serial, SerialSpec { port: 0x3f8, baud: 115200 });
         assert_eq!(o.action, Action::Reboot);
-        assert_eq!(o.level, 1);
+        assert_eq!(o.level, 31);
     }
 
     #[test]
@@ -761,11 +757,14 @@ mod tests {
 
     #[test]
     fn bad_values_warn_and_use_defaults() {
-        let (o, w) = parse("lifeboat.level=31");
-        assert_eq!(o.level, 1);
-        assert_eq!(w, ["dump level 31 not supported yet, using 1"]);
+        let (o, w) = parse("lifeboat.level=17");
+        assert_eq!(o.level, 17);
+        assert!(w.is_empty());
         let (o, w) = parse("lifeboat.level=32");
-        assert_eq!(o.level, 1);
+        assert_eq!(o.level, 31);
+        assert!(w[0].contains("not a dump level"));
+        let (o, w) = parse("lifeboat.level=-1");
+        assert_eq!(o.level, 31);
         assert!(w[0].contains("not a dump level"));
         let (o, w) = parse("lifeboat.serial=ttyS9,12345 lifeboat.action=explode lifeboat.frob=1");
         assert_eq!(o.serial, SerialSpec::default());
@@ -867,6 +866,6 @@ mod tests {
         assert_eq!(o, CaptureOptions::default());
         // An unterminated quote swallows the rest, without panicking.
         let (o, _) = parse("x=\"unterminated lifeboat.level=0");
-        assert_eq!(o.level, 1);
+        assert_eq!(o.level, 31);
     }
 }

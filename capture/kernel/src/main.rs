@@ -27,7 +27,8 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 use lifeboat_capture::blk::{BlockDevice, BlockSink};
 use lifeboat_capture::cmdline::{self, Action, BlkSelector, CaptureOptions, NetTarget, SinkSpec};
-use lifeboat_capture::dump::{self, DumpObserver, DumpParams, DumpSummary, Progress, Verdict};
+use lifeboat_capture::dump::{self, DumpObserver, DumpParams, DumpSummary, FilterSelect, Progress, Verdict};
+use lifeboat_capture::filter::{PageClass, PageFilter};
 use lifeboat_capture::elfcore::{ElfCoreHeader, Limits};
 use lifeboat_capture::flat::FlatEncoder;
 use lifeboat_capture::frame::{ByteWrite, FrameWriter};
@@ -296,6 +297,8 @@ impl ByteWrite for SerialOut {
 
 struct ConsoleProgress {
     t0: u64,
+    /// Still in the first pass (classifying pages).
+    counting: bool,
     last_print: u64,
     ram_total: u64,
     page_size: u64,
@@ -305,13 +308,42 @@ struct ConsoleProgress {
 impl ConsoleProgress {
     fn new(ram_total: u64, page_size: u32) -> Self {
         let t0 = arch::timer::now_us();
-        ConsoleProgress { t0, last_print: t0, ram_total, page_size: u64::from(page_size), printed_final: false }
+        ConsoleProgress {
+            t0,
+            counting: true,
+            last_print: t0,
+            ram_total,
+            page_size: u64::from(page_size),
+            printed_final: false,
+        }
     }
 }
 
 impl DumpObserver for ConsoleProgress {
     fn progress(&mut self, p: &Progress) {
         let now = arch::timer::now_us();
+        if p.counting {
+            if now.saturating_sub(self.last_print) >= 2_000_000 {
+                self.last_print = now;
+                log!(
+                    "choosing pages: {}% of {} pages examined",
+                    (p.pages_done * 100).checked_div(p.pages_total).unwrap_or(100),
+                    p.pages_total
+                );
+            }
+            return;
+        }
+        if self.counting {
+            self.counting = false;
+            log!(
+                "writing {} pages ({} MiB) after {} s choosing",
+                p.pages_total,
+                mib(p.pages_total * self.page_size),
+                tenths(now.saturating_sub(self.t0), 1_000_000)
+            );
+            self.t0 = now;
+            self.last_print = now;
+        }
         let finished = p.pages_done == p.pages_total;
         if (now.saturating_sub(self.last_print) < 2_000_000 && !finished) || self.printed_final {
             return;
@@ -323,7 +355,7 @@ impl DumpObserver for ConsoleProgress {
             "{}% {} of {} MiB, {} MB/s, dump {} MiB so far",
             (p.pages_done * 100).checked_div(p.pages_total).unwrap_or(100),
             mib(done),
-            mib(self.ram_total),
+            mib(p.pages_total * self.page_size),
             mbps(done, now.saturating_sub(self.t0)),
             tenths(p.bytes_out, 1 << 20)
         );
@@ -357,13 +389,22 @@ struct Job<'a> {
     /// The crashed kernel's VMCOREINFO and page tables, when it has them (the kernel log and
     /// the page filter need both).
     kernel: Option<(&'a VmcoreInfo<'a>, &'a KernelVm<'a>)>,
+    /// The page filter (dump levels 2..31); `None` keeps every page.
+    select: RefCell<Option<FilterSelect<'a>>>,
 }
 
 impl Job<'_> {
     fn write(&self, sink: &mut dyn RecordSink) -> (DumpSummary, Option<SinkError>) {
         let mut watch = SinkWatch { inner: sink, error: None };
         let mut obs = ConsoleProgress::new(self.ram_total, self.params.page_size);
-        let summary = dump::write_kdump(self.core, self.params, self.mem, &mut watch, &mut obs);
+        let mut select = self.select.borrow_mut();
+        let summary = match select.as_mut() {
+            Some(f) => dump::write_kdump_filtered(self.core, self.params, self.mem, f, &mut watch, &mut obs),
+            None => dump::write_kdump(self.core, self.params, self.mem, &mut watch, &mut obs),
+        };
+        if let Some(f) = select.as_ref() {
+            report_filter(f, self.params.page_size);
+        }
         (summary, watch.error)
     }
 }
@@ -520,7 +561,7 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
     for w in &core.warnings {
         log!("warning: {}", w);
     }
-    let (params, warnings) = dump::dump_params(&core, mem, arch::MACHINE_NAME);
+    let (mut params, warnings) = dump::dump_params(&core, mem, arch::MACHINE_NAME);
     for w in &warnings {
         log!("warning: {}", w);
     }
@@ -562,7 +603,19 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
         (None, Ok(_)) => unreachable!("a page-table walker needs VMCOREINFO"),
     }
 
-    let job = Job { core: &core, params: &params, mem, ram_total, release: &release, kernel };
+    let select = page_filter(opts.level, kernel, dump::max_pfn(&core, params.page_size));
+    params.dump_level = u32::from(select.as_ref().map_or(opts.level & LEVEL_ZERO, |f| f.filter.effective_level()));
+    log!("{}", describe_level(opts.level, params.dump_level as u8));
+
+    let job = Job {
+        core: &core,
+        params: &params,
+        mem,
+        ram_total,
+        release: &release,
+        kernel,
+        select: RefCell::new(select),
+    };
     let n = opts.sinks.len();
     let mut failures: Vec<String> = Vec::new();
     let mut last_run: Option<(usize, SinkRun)> = None;
@@ -618,6 +671,80 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
             log!("verdict: incomplete: {}", why);
             finish(EXIT_INCOMPLETE)
         }
+    }
+}
+
+/// Dump level bit 1: zero pages (decided by the writer from page contents).
+const LEVEL_ZERO: u8 = 1;
+/// Dump level bits decided from `struct page`s (cache, private cache, user, free).
+const LEVEL_STRUCT_PAGE: u8 = 2 | 4 | 8 | 16;
+
+/// The page filter for dump level `level`, or `None` when the level needs none or the crashed
+/// kernel did not leave what it needs (then only zero pages are left out, and the console
+/// says why).
+fn page_filter<'a>(
+    level: u8,
+    kernel: Option<(&'a VmcoreInfo<'a>, &'a KernelVm<'a>)>,
+    max_pfn: u64,
+) -> Option<FilterSelect<'a>> {
+    if level & LEVEL_STRUCT_PAGE == 0 {
+        return None;
+    }
+    let Some((info, vm)) = kernel else {
+        log!("warning: page filter: the crashed kernel's VMCOREINFO or page tables are not usable: cache, user and free pages are kept");
+        return None;
+    };
+    match PageFilter::new(info, vm, level, max_pfn) {
+        Ok((filter, warnings)) => {
+            for w in &warnings {
+                log!("warning: {}", w);
+            }
+            Some(FilterSelect::new(filter))
+        }
+        Err(e) => {
+            log!("warning: page filter: {}: cache, user and free pages are kept", e);
+            None
+        }
+    }
+}
+
+/// "dump level 31 (as makedumpfile -d 31): ..." for the console.
+fn describe_level(asked: u8, level: u8) -> String {
+    let mut left_out: Vec<&str> = Vec::new();
+    for (bit, what) in [(1, "zero pages shared"), (2, "cache"), (4, "private cache"), (8, "user data"), (16, "free pages")] {
+        if level & bit != 0 {
+            left_out.push(what);
+        }
+    }
+    let what = if left_out.is_empty() { String::from("every page dumped") } else { left_out.join(", ") };
+    if asked == level {
+        format!("dump level {} (as makedumpfile -d {}): {}", level, level, what)
+    } else {
+        format!("dump level {} instead of {} (see the warnings above): {}", level, asked, what)
+    }
+}
+
+/// What the page filter left out in the last pass.
+fn report_filter(f: &FilterSelect, page_size: u32) {
+    let mut parts: Vec<String> = Vec::new();
+    for c in PageClass::ALL {
+        if c.is_excluded() && f.counts[c.index()] > 0 {
+            parts.push(format!("{} {}", c.name(), f.counts[c.index()]));
+        }
+    }
+    let excluded = f.excluded();
+    log!(
+        "page filter: {} pages ({} MiB) left out{}{}",
+        excluded,
+        mib(excluded * u64::from(page_size)),
+        if parts.is_empty() { String::new() } else { format!(": {}", parts.join(", ")) },
+        match f.doubtful() {
+            0 => String::new(),
+            n => format!("; {} pages kept because their struct page was unreadable or implausible", n),
+        }
+    );
+    if let Some(e) = f.error {
+        log!("warning: page filter: {}: those pages were kept", e);
     }
 }
 
