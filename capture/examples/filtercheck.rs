@@ -3,10 +3,10 @@
 //! compared with the second bitmap of makedumpfile's kdump-compressed dump of the same file.
 //!
 //! ```sh
-//! cargo run --release -p lifeboat-capture --example pipeline -- \
-//!     --normalize target/e2e/file-1g/qemu-memory.elf target/e2e/file-1g/vmcore /tmp/e.elf
-//! makedumpfile -d 31 --message-level 31 /tmp/e.elf /tmp/mdf.out > /tmp/mdf.log
-//! cargo run --release -p lifeboat-capture --example filtercheck -- /tmp/e.elf /tmp/mdf.out \
+//! LIFEBOAT_E2E_KEEP_MEMORY=1 cargo xtask e2e   # keeps target/e2e/file-1g/vmcore.elf
+//! makedumpfile -d 31 --message-level 31 target/e2e/file-1g/vmcore.elf /tmp/mdf.out > /tmp/mdf.log
+//! cargo run --release -p lifeboat-capture --example filtercheck -- \
+//!     target/e2e/file-1g/vmcore.elf /tmp/mdf.out \
 //!     [--level 31] [--log /tmp/mdf.log]
 //! ```
 //!
@@ -15,7 +15,10 @@
 //! `PT_LOAD`s.
 //!
 //! An ELF file must look like `/proc/vmcore` (program headers after the ELF header, a
-//! VMCOREINFO note): `pipeline --normalize` makes one from QEMU's `dump-guest-memory`.
+//! VMCOREINFO note): the e2e exclusion check (`qemu_tests::e2e::exclusion::normalize`) makes
+//! one from QEMU's `dump-guest-memory` and keeps it with `LIFEBOAT_E2E_KEEP_MEMORY`. The e2e
+//! suite runs the same comparison on every real crash, against the dump the capture kernel
+//! wrote; this tool adds per-class counts and the `struct page` of each difference.
 //! makedumpfile keeps zero pages in its second bitmap (they get the shared zero descriptor),
 //! so the bitmaps differ only by `struct page` classes. With `--log`, makedumpfile's per-class
 //! counts (its `--message-level 31` report) are printed beside lifeboat's.

@@ -1,17 +1,13 @@
 //! Times lifeboat's dump pipeline on the host, with no device I/O: an ELF vmcore (for example
-//! QEMU's `dump-guest-memory` of a crashed guest) goes through the same code the capture
-//! kernel runs — elfcorehdr checks, page filtering (dump level 1: zero pages), per-page zlib
-//! and the kdump-compressed layout — into a sink that only counts bytes.
+//! QEMU's `dump-guest-memory` of a crashed guest, laid out like `/proc/vmcore` by
+//! `qemu_tests::e2e::exclusion::normalize`) goes through the same code the capture kernel
+//! runs — elfcorehdr checks, page filtering at the dump level asked for (default 31: the
+//! `struct page` filter through the crashed kernel's page tables, and zero pages), per-page
+//! zlib and the kdump-compressed layout — into a sink that only counts bytes.
 //!
 //! ```sh
-//! cargo run --release -p lifeboat-capture --example pipeline -- VMCORE.elf [-o OUT]
+//! cargo run --release -p lifeboat-capture --example pipeline -- VMCORE.elf [--level N] [-o OUT]
 //! ```
-//!
-//! `pipeline --normalize QEMU.elf KDUMP OUT.elf` rewrites QEMU's `dump-guest-memory` file into
-//! the layout of a kernel's `/proc/vmcore`: program headers right after the ELF header (QEMU
-//! puts section headers there, which makedumpfile 1.7.2 misreads as program headers) and the
-//! VMCOREINFO note added (QEMU only has it with a `vmcoreinfo` device), taken from
-//! lifeboat's dump of the same crash. The memory bytes are copied unchanged.
 //!
 //! Prints one line `pipeline: <ram bytes> bytes of RAM in <s> s, dump <bytes> bytes, <pages>
 //! pages (<zero> zero)` that `cargo xtask bench` reads; with `-o`, the dump is also written (to
@@ -27,8 +23,11 @@ use std::os::unix::fs::FileExt;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use lifeboat_capture::dump::{self, NoProgress};
+use lifeboat_capture::dump::{self, FilterSelect, NoProgress};
 use lifeboat_capture::elfcore::{ElfCoreHeader, Limits, EHDR_SIZE, EM_X86_64, PHDR_SIZE, PT_LOAD, PT_NOTE};
+use lifeboat_capture::filter::PageFilter;
+use lifeboat_capture::vmcoreinfo::VmcoreInfo;
+use lifeboat_capture::vtop::KernelVm;
 use lifeboat_capture::phys::{PhysError, PhysRead};
 use lifeboat_capture::sink::{RecordSink, SinkError};
 
@@ -130,91 +129,43 @@ fn open(path: &str) -> Result<ElfMemory, String> {
 }
 
 fn run() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, elf, kdump, out] = args.as_slice() {
-        if flag == "--normalize" {
-            return normalize(elf, kdump, out);
+    let usage = "usage: pipeline VMCORE.elf [--level N] [-o OUT]";
+    let mut args = std::env::args().skip(1);
+    let path = args.next().ok_or(usage)?;
+    let (mut level, mut out) = (31u8, None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--level" => level = args.next().and_then(|v| v.parse().ok()).filter(|&l| l <= 31).ok_or(usage)?,
+            "-o" => out = Some(args.next().ok_or(usage)?),
+            _ => return Err(usage.into()),
         }
     }
-    let (path, out) = match args.as_slice() {
-        [p] => (p.clone(), None),
-        [p, o, f] if o == "-o" => (p.clone(), Some(f.clone())),
-        _ => return Err("usage: pipeline VMCORE.elf [-o OUT] | pipeline --normalize QEMU.elf KDUMP OUT.elf".into()),
-    };
     let mem = open(&path)?;
     let limits = Limits { max_phys: 1 << 47, own: Vec::new(), ram: None, machine: EM_X86_64, hdr_size: None };
     let t = Instant::now();
     let core = ElfCoreHeader::parse(&mem, HDR_ADDR, &limits).map_err(|e| format!("{path}: {e}"))?;
-    let (params, _warnings) = dump::dump_params(&core, &mem, "x86_64");
+    let (mut params, _warnings) = dump::dump_params(&core, &mem, "x86_64");
     let out = match out {
         Some(o) => Some(File::create(&o).map_err(|e| format!("{o}: {e}"))?),
         None => None,
     };
     let mut sink = CountingSink { end: 0, out };
-    let s = dump::write_kdump(&core, &params, &mem, &mut sink, &mut NoProgress);
+    let info = core.vmcoreinfo_bytes().map(VmcoreInfo::new).ok_or("the vmcore has no VMCOREINFO")?;
+    let vm = KernelVm::new(&info, &mem, EM_X86_64).map_err(|e| format!("page tables: {e}"))?;
+    let (filter, warnings) = PageFilter::new(&info, &vm, level, dump::max_pfn(&core, params.page_size))
+        .map_err(|e| e.to_string())?;
+    for w in &warnings {
+        eprintln!("pipeline: warning: {w}");
+    }
+    params.dump_level = u32::from(filter.effective_level());
+    let mut select = FilterSelect::new(filter);
+    let s = dump::write_kdump_filtered(&core, &params, &mem, &mut select, &mut sink, &mut NoProgress);
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "pipeline: {} bytes of RAM in {:.3} s, dump {} bytes, {} pages ({} zero, {} compressed, {} raw), verdict {:?}",
-        s.ram_bytes, secs, sink.end, s.pages_total, s.pages_zero, s.pages_compressed, s.pages_raw, s.verdict
+        "pipeline: {} bytes of RAM in {:.3} s, dump {} bytes, {} pages ({} zero, {} compressed, {} raw, {} left out at level {}), verdict {:?}",
+        s.ram_bytes, secs, sink.end, s.pages_total, s.pages_zero, s.pages_compressed, s.pages_raw,
+        select.excluded(), params.dump_level, s.verdict
     );
-    Ok(())
-}
-
-/// See the module documentation.
-fn normalize(elf: &str, kdump: &str, out: &str) -> Result<(), String> {
-    let data = std::fs::read(kdump).map_err(|e| format!("{kdump}: {e}"))?;
-    let rd = lifeboat_capture::kdump_reader::KdumpReader::open(data).map_err(|e| format!("{kdump}: {e}"))?;
-    let vmcoreinfo = rd.vmcoreinfo().ok_or_else(|| format!("{kdump} has no VMCOREINFO"))?.to_vec();
-    let mem = open(elf)?;
-    // Notes: QEMU's (per-CPU registers), then VMCOREINFO (name "VMCOREINFO", type 0).
-    let mut notes = mem.notes.clone();
-    let pad4 = |v: &mut Vec<u8>| v.resize(v.len().div_ceil(4) * 4, 0);
-    notes.extend_from_slice(&11u32.to_le_bytes());
-    notes.extend_from_slice(&(vmcoreinfo.len() as u32).to_le_bytes());
-    notes.extend_from_slice(&0u32.to_le_bytes());
-    notes.extend_from_slice(b"VMCOREINFO\0");
-    pad4(&mut notes);
-    notes.extend_from_slice(&vmcoreinfo);
-    pad4(&mut notes);
-    let phnum = 1 + mem.loads.len();
-    let notes_off = (EHDR_SIZE + phnum * PHDR_SIZE) as u64;
-    let mut data_off = (notes_off + notes.len() as u64).div_ceil(4096) * 4096;
-    let mut head = mem.header[..EHDR_SIZE].to_vec();
-    head[32..40].copy_from_slice(&(EHDR_SIZE as u64).to_le_bytes()); // e_phoff
-    head[40..48].copy_from_slice(&0u64.to_le_bytes()); // e_shoff
-    head[52..54].copy_from_slice(&(EHDR_SIZE as u16).to_le_bytes()); // e_ehsize
-    head[56..58].copy_from_slice(&(phnum as u16).to_le_bytes());
-    head[58..64].copy_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
-    let phdr = |ty: u32, flags: u32, off: u64, paddr: u64, vaddr: u64, len: u64| {
-        let mut p = Vec::with_capacity(PHDR_SIZE);
-        for v in [ty, flags] {
-            p.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [off, vaddr, paddr, len, len, 0] {
-            p.extend_from_slice(&v.to_le_bytes());
-        }
-        p
-    };
-    head.extend(phdr(PT_NOTE, 0, notes_off, 0, 0, notes.len() as u64));
-    let mut placed = Vec::new();
-    for &(paddr, len, off) in &mem.loads {
-        head.extend(phdr(PT_LOAD, 7, data_off, paddr, 0, len));
-        placed.push((off, data_off, len));
-        data_off += len;
-    }
-    head.extend_from_slice(&notes);
-    let f = File::create(out).map_err(|e| format!("{out}: {e}"))?;
-    f.write_all_at(&head, 0).map_err(|e| format!("{out}: {e}"))?;
-    let mut buf = vec![0u8; 1 << 20];
-    for (from, to, len) in placed {
-        let mut done = 0;
-        while done < len {
-            let n = buf.len().min((len - done) as usize);
-            mem.file.read_exact_at(&mut buf[..n], from + done).map_err(|e| format!("{elf}: {e}"))?;
-            f.write_all_at(&buf[..n], to + done).map_err(|e| format!("{out}: {e}"))?;
-            done += n as u64;
-        }
-    }
     Ok(())
 }
 

@@ -191,7 +191,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// The host-side pipeline (filter + compress, no I/O) against `makedumpfile -c -d 1` on the
+/// The host-side pipeline (filter + compress, no I/O) against `makedumpfile -c -d 31` on the
 /// same ELF vmcore of a real crash: QEMU's dump-guest-memory of the e2e guest after it
 /// crashed (kept by `cargo xtask e2e`, made here if missing).
 fn pipeline_bench(config: &qemu_tests::e2e::E2eConfig) -> Result<String, String> {
@@ -215,14 +215,11 @@ fn pipeline_bench(config: &qemu_tests::e2e::E2eConfig) -> Result<String, String>
     // makedumpfile 1.7.2 reads it; the memory bytes are unchanged.
     let qemu_elf = elf;
     let elf = tmp.join("vmcore.elf");
-    let o = std::process::Command::new(&pipeline)
-        .arg("--normalize")
-        .args([&qemu_elf, &kdump, &elf])
-        .output()
-        .map_err(|e| format!("pipeline: {e}"))?;
-    if !o.status.success() {
-        return Err(format!("pipeline --normalize: {}", String::from_utf8_lossy(&o.stderr)));
-    }
+    let ours = std::fs::read(&kdump).map_err(|e| format!("{}: {e}", kdump.display()))?;
+    let info = qemu_tests::e2e::dump_layout::DumpLayout::read(&ours)?
+        .vmcoreinfo
+        .ok_or_else(|| format!("{} has no VMCOREINFO", kdump.display()))?;
+    qemu_tests::e2e::exclusion::normalize(&qemu_elf, info.as_bytes(), &elf)?;
     let ram = std::fs::metadata(&elf).map_err(|e| format!("{}: {e}", elf.display()))?.len();
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
@@ -241,7 +238,7 @@ fn pipeline_bench(config: &qemu_tests::e2e::E2eConfig) -> Result<String, String>
         let _ = std::fs::remove_file(&out);
         let t = std::time::Instant::now();
         let m = std::process::Command::new("makedumpfile")
-            .args(["-c", "-d", "1"])
+            .args(["-c", "-d", "31"])
             .arg(&elf)
             .arg(&out)
             .output()
@@ -249,7 +246,7 @@ fn pipeline_bench(config: &qemu_tests::e2e::E2eConfig) -> Result<String, String>
         let secs = t.elapsed().as_secs_f64();
         if !m.status.success() {
             return Err(format!(
-                "makedumpfile -c -d 1 failed: {}{}",
+                "makedumpfile -c -d 31 failed: {}{}",
                 String::from_utf8_lossy(&m.stdout),
                 String::from_utf8_lossy(&m.stderr)
             ));
@@ -266,10 +263,10 @@ fn pipeline_bench(config: &qemu_tests::e2e::E2eConfig) -> Result<String, String>
     };
     let (o, t) = (median(&mut ours), median(&mut theirs));
     Ok(format!(
-        "\nHost pipeline (filter zero pages + zlib level 1 per page, kdump-compressed layout, no device I/O) on the same ELF vmcore ({}, {:.0} MiB: QEMU's dump-guest-memory of the crashed e2e guest, laid out like /proc/vmcore with its VMCOREINFO), median of 3 on this host:\n\n\
+        "\nHost pipeline (dump level 31: struct page filter and zero pages, zlib per page, kdump-compressed layout, no device I/O) on the same ELF vmcore ({}, {:.0} MiB: QEMU's dump-guest-memory of the crashed e2e guest, laid out like /proc/vmcore with its VMCOREINFO), median of 3 on this host:\n\n\
          | tool | seconds | MB/s of vmcore | dump bytes |\n|---|---|---|---|\n\
          | lifeboat pipeline (capture/examples/pipeline.rs) | {o:.2} | {:.0} | {our_bytes} |\n\
-         | makedumpfile -c -d 1 (Debian) | {t:.2} | {:.0} | {their_bytes} |\n\
+         | makedumpfile -c -d 31 (Debian) | {t:.2} | {:.0} | {their_bytes} |\n\
          | ratio lifeboat / makedumpfile | {:.2} | | {:.2} |\n",
         elf.display(),
         ram as f64 / (1 << 20) as f64,

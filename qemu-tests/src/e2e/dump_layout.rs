@@ -21,10 +21,14 @@ pub struct DumpLayout {
     pub max_mapnr: u64,
     /// Pfn ranges set in the 1st bitmap (pages the crashed kernel called RAM).
     pub bitmap_pfns: Vec<Range<u64>>,
+    /// Pfn ranges set in the 2nd bitmap (pages in the dump).
+    pub bitmap2_pfns: Vec<Range<u64>>,
     /// PRSTATUS descriptors in note order.
     pub prstatus: Vec<Vec<u8>>,
     /// VMCOREINFO text without trailing NULs.
     pub vmcoreinfo: Option<String>,
+    /// The sub header's dump level.
+    pub dump_level: i32,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -49,6 +53,7 @@ impl DumpLayout {
         let bitmap_blocks = u32_at(file, 436) as usize;
         let nr_cpus = u32_at(file, 460) as i32;
         let sh = &file[BLOCK_SIZE..BLOCK_SIZE + KDUMP_SUB_HEADER_SIZE];
+        let dump_level = u32_at(sh, 8) as i32;
         let (offset_note, size_note, max_mapnr) = (
             u64_at(sh, 48) as usize,
             u64_at(sh, 56) as usize,
@@ -92,14 +97,19 @@ impl DumpLayout {
         let bm1 = file
             .get(bitmap_at..bitmap_at + half)
             .ok_or("the 1st bitmap is outside the file")?;
+        let bm2 = file
+            .get(bitmap_at + half..bitmap_at + 2 * half)
+            .ok_or("the 2nd bitmap is outside the file")?;
         Ok(DumpLayout {
             nr_cpus,
             release,
             status,
             max_mapnr,
             bitmap_pfns: bit_ranges(bm1),
+            bitmap2_pfns: bit_ranges(bm2),
             prstatus,
             vmcoreinfo,
+            dump_level,
         })
     }
 
@@ -115,6 +125,7 @@ impl DumpLayout {
             vmcoreinfo: self.vmcoreinfo.clone(),
             prstatus: self.prstatus.clone(),
             complete: true,
+            dump_level: self.dump_level,
         }
     }
 

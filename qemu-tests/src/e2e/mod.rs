@@ -16,6 +16,7 @@ pub mod bench;
 pub mod checks;
 pub mod cpio;
 pub mod dump_layout;
+pub mod exclusion;
 pub mod guest;
 pub mod guest_memory;
 pub mod initramfs;
@@ -713,6 +714,14 @@ fn scenario_body(
                 c.pages_in_dump, c.zero_pages, c.compared, c.partial, c.excluded
             )
         }),
+    ));
+    // 7. The pages left out equal makedumpfile -d 31's on QEMU's full memory of the same crash.
+    r.checks.push(check(
+        "exclusions = makedumpfile -d 31",
+        match &layout {
+            Ok(l) => exclusion::cross_check(dir, &spec.qemu_dump_path(), l),
+            Err(e) => Err(format!("cannot read the dump's headers: {e}")),
+        },
     ));
     Ok(())
 }
