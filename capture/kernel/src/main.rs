@@ -359,6 +359,22 @@ impl DumpObserver for ConsoleProgress {
             mbps(done, now.saturating_sub(self.t0)),
             tenths(p.bytes_out, 1 << 20)
         );
+        if finished {
+            let ms = |t: u64| t / arch::timer::tsc_per_ms().max(1);
+            let t = &p.time;
+            log!(
+                "time: choosing pages {} ms, reading {} ms, zero check {} ms, compressing {} ms, sink {} ms",
+                ms(t.choose),
+                ms(t.read),
+                ms(t.zero),
+                ms(t.compress),
+                ms(t.sink)
+            );
+        }
+    }
+
+    fn now(&mut self) -> u64 {
+        arch::timer::rdtsc()
     }
 }
 
