@@ -5,12 +5,12 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `b"\0LBF"` |
-//! | 4 | 1 | kind: 1 START, 2 DATA, 3 END; on TCP also 4 HELLO, 5 REPLY |
+//! | 4 | 1 | kind: 1 START, 2 DATA, 3 END, 6 LOG, 7 LOG_END; on TCP also 4 HELLO, 5 REPLY |
 //! | 5 | 1 | framing version, 1 |
 //! | 6 | 2 | reserved, 0 |
 //! | 8 | 4 | sequence number (u32 LE): START is 0, then +1 per frame |
 //! | 12 | 4 | payload length (u32 LE), at most [`MAX_PAYLOAD`] |
-//! | 16 | 8 | stream offset (u64 LE): DATA: of its first payload byte; START: 0; END: total stream bytes |
+//! | 16 | 8 | stream offset (u64 LE): DATA: of its first payload byte; START: 0; END: total stream bytes; LOG: log byte offset; LOG_END: total log bytes |
 //! | 24 | len | payload |
 //! | 24+len | 4 | CRC-32 (IEEE, as zlib's `crc32`) of bytes `0..24+len`, u32 LE |
 //!
@@ -19,6 +19,11 @@
 //! sane, whose CRC does not match, or that is cut off by the end of input is reported as
 //! [`ScanEvent::Corrupt`]; its first byte (the magic's NUL) is dropped and scanning resumes at
 //! the next byte.
+//!
+//! Between START and the first DATA frame the sender puts the crashed kernel's log (as
+//! `makedumpfile --dump-dmesg` prints it): LOG frames carrying consecutive pieces of its text
+//! (offset = byte offset in the log), then one LOG_END frame (offset = the log's length,
+//! payload = whether the log is whole, the records sent, why not). See [`LogFramer`].
 //!
 //! The network protocol (`docs/net-protocol.md`, [`crate::netproto`]) sends the same frames
 //! over TCP, plus two control kinds ([`ControlKind`]: HELLO from the capture kernel, REPLY from
@@ -55,6 +60,9 @@ const START_FIXED: usize = 4;
 /// Fixed part of an END payload: verdict u8, 3 reserved, DATA frame count u32 LE, then the
 /// reason string.
 const END_FIXED: usize = 8;
+/// Fixed part of a LOG_END payload: verdict u8, 3 reserved, record count u32 LE, then the
+/// reason string.
+const LOG_END_FIXED: usize = 8;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +74,12 @@ pub enum FrameKind {
     Data = 2,
     /// Closes the stream: payload = verdict, DATA frame count, reason; offset = total bytes.
     End = 3,
+    /// A piece of the crashed kernel's log text (between START and the first DATA): payload =
+    /// the bytes, offset = their position in the log.
+    Log = 6,
+    /// Closes the log: payload = verdict (1 whole log), record count, reason; offset = total
+    /// log bytes.
+    LogEnd = 7,
 }
 
 impl FrameKind {
@@ -74,9 +88,29 @@ impl FrameKind {
             1 => Some(FrameKind::Start),
             2 => Some(FrameKind::Data),
             3 => Some(FrameKind::End),
+            6 => Some(FrameKind::Log),
+            7 => Some(FrameKind::LogEnd),
             _ => None,
         }
     }
+}
+
+/// Where the crashed kernel's log text goes, piece by piece (a [`LogFramer`] on the wire).
+/// Object-safe so a log producer can write to any sink.
+pub trait LogWrite {
+    /// Appends `text` (any length) to the log.
+    fn log_text(&mut self, text: &[u8]) -> Result<(), SinkError>;
+}
+
+/// How sending the log ended, for the LOG_END frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogOutcome {
+    /// Every record of the log was sent.
+    pub complete: bool,
+    /// Records sent.
+    pub records: u64,
+    /// Why the log is not whole (or not there at all); empty when complete.
+    pub reason: alloc::string::String,
 }
 
 /// The sender's side of the byte link (the capture kernel implements it over the UART).
@@ -96,12 +130,16 @@ pub struct FrameWriter<W: ByteWrite> {
     /// Stream offset of the next DATA payload byte.
     offset: u64,
     data_frames: u32,
+    /// Log offset of the next LOG payload byte.
+    log_bytes: u64,
+    /// LOG_END was sent.
+    log_ended: bool,
 }
 
 impl<W: ByteWrite> FrameWriter<W> {
     /// Emits the START frame carrying `info` (cut to [`MAX_TEXT`] bytes).
     pub fn new(w: W, info: &str) -> Result<Self, SinkError> {
-        let mut fw = Self { w, seq: 0, offset: 0, data_frames: 0 };
+        let mut fw = Self { w, seq: 0, offset: 0, data_frames: 0, log_bytes: 0, log_ended: false };
         let format = STREAM_FLATTENED_KDUMP.to_le_bytes();
         fw.frame(FrameKind::Start, 0, &[&format, clip(info)])?;
         Ok(fw)
@@ -120,6 +158,44 @@ impl<W: ByteWrite> FrameWriter<W> {
     /// DATA frames emitted so far.
     pub fn data_frames(&self) -> u32 {
         self.data_frames
+    }
+
+    /// Log bytes framed so far (LOG payloads).
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
+    /// Emits one LOG frame carrying `piece` (1 to [`MAX_PAYLOAD`] bytes; empty sends nothing)
+    /// at the next log offset. Only before LOG_END and before the first DATA frame.
+    pub fn write_log(&mut self, piece: &[u8]) -> Result<(), SinkError> {
+        if self.log_ended || self.data_frames > 0 {
+            return Err(SinkError::Io("kernel log frames after the log or the dump"));
+        }
+        if piece.is_empty() {
+            return Ok(());
+        }
+        if piece.len() > MAX_PAYLOAD {
+            return Err(SinkError::Io("log piece larger than MAX_PAYLOAD"));
+        }
+        let offset = self.log_bytes;
+        self.frame(FrameKind::Log, offset, &[piece])?;
+        self.log_bytes += piece.len() as u64;
+        Ok(())
+    }
+
+    /// Emits the LOG_END frame: the log is over (`log_bytes` long). `complete`: every record
+    /// was sent; `reason` (cut to [`MAX_TEXT`] bytes) says why not. At most once, before the
+    /// first DATA frame.
+    pub fn end_log(&mut self, complete: bool, records: u64, reason: &str) -> Result<(), SinkError> {
+        if self.log_ended || self.data_frames > 0 {
+            return Err(SinkError::Io("kernel log frames after the log or the dump"));
+        }
+        let mut fixed = [0u8; LOG_END_FIXED];
+        fixed[0] = complete as u8;
+        fixed[4..8].copy_from_slice(&(records.min(u64::from(u32::MAX)) as u32).to_le_bytes());
+        let total = self.log_bytes;
+        self.log_ended = true;
+        self.frame(FrameKind::LogEnd, total, &[&fixed, clip(reason)])
     }
 
     /// Emits the END frame and returns the writer. `complete` is the sender's verdict;
@@ -164,6 +240,61 @@ impl<W: ByteWrite> ChunkWrite for FrameWriter<W> {
         self.frame(FrameKind::Data, offset, &[chunk])?;
         self.offset += chunk.len() as u64;
         self.data_frames = self.data_frames.wrapping_add(1);
+        Ok(())
+    }
+}
+
+/// Cuts a log of any length into LOG frames of [`MAX_PAYLOAD`] bytes (the last one shorter)
+/// through one fixed buffer, so memory does not grow with the log. Write the text with
+/// [`LogWrite::log_text`] (it may come in pieces of any size, e.g. one record at a time), then
+/// [`LogFramer::finish`] sends the rest and LOG_END.
+///
+/// After a write error every later write fails at once (the producer can stop formatting).
+pub struct LogFramer<'a, W: ByteWrite> {
+    fw: &'a mut FrameWriter<W>,
+    buf: Vec<u8>,
+    error: Option<SinkError>,
+}
+
+impl<'a, W: ByteWrite> LogFramer<'a, W> {
+    pub fn new(fw: &'a mut FrameWriter<W>) -> Self {
+        Self { fw, buf: Vec::with_capacity(MAX_PAYLOAD), error: None }
+    }
+
+    /// The first write error, if any.
+    pub fn error(&self) -> Option<&SinkError> {
+        self.error.as_ref()
+    }
+
+    /// Sends what is buffered and the LOG_END frame with `outcome`; returns the first error.
+    pub fn finish(mut self, outcome: &LogOutcome) -> Result<(), SinkError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let rest = core::mem::take(&mut self.buf);
+        self.fw.write_log(&rest)?;
+        self.fw.end_log(outcome.complete, outcome.records, &outcome.reason)
+    }
+}
+
+impl<W: ByteWrite> LogWrite for LogFramer<'_, W> {
+    fn log_text(&mut self, mut text: &[u8]) -> Result<(), SinkError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        while !text.is_empty() {
+            let n = (MAX_PAYLOAD - self.buf.len()).min(text.len());
+            self.buf.extend_from_slice(&text[..n]);
+            text = &text[n..];
+            if self.buf.len() == MAX_PAYLOAD {
+                let r = self.fw.write_log(&self.buf);
+                self.buf.clear();
+                if let Err(e) = r {
+                    self.error = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -231,6 +362,32 @@ impl<'a> EndInfo<'a> {
     }
 }
 
+/// The decoded payload (and offset) of a LOG_END frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEndInfo<'a> {
+    /// The sender sent every record of the crashed kernel's log.
+    pub complete: bool,
+    /// Records sent (saturating at `u32::MAX`).
+    pub records: u32,
+    /// Log bytes sent (the LOG_END frame's offset field).
+    pub log_bytes: u64,
+    /// Why the log is not whole, or not there (empty when complete).
+    pub reason: &'a [u8],
+}
+
+impl<'a> LogEndInfo<'a> {
+    /// `None` if the payload is too short. `offset` is the LOG_END frame's offset field.
+    pub fn parse(offset: u64, payload: &'a [u8]) -> Option<Self> {
+        let fixed = payload.get(..LOG_END_FIXED)?;
+        Some(Self {
+            complete: fixed[0] == 1,
+            records: le_u32(&fixed[4..8]),
+            log_bytes: offset,
+            reason: &payload[LOG_END_FIXED..],
+        })
+    }
+}
+
 /// The network protocol version carried in HELLO (`docs/net-protocol.md`).
 pub const PROTOCOL_VERSION: u32 = 1;
 /// HELLO values are cut to this many bytes (at a character boundary).
@@ -274,6 +431,8 @@ impl fmt::Display for WireKind {
             WireKind::Stream(FrameKind::Start) => "START",
             WireKind::Stream(FrameKind::Data) => "DATA",
             WireKind::Stream(FrameKind::End) => "END",
+            WireKind::Stream(FrameKind::Log) => "LOG",
+            WireKind::Stream(FrameKind::LogEnd) => "LOG_END",
             WireKind::Control(ControlKind::Hello) => "HELLO",
             WireKind::Control(ControlKind::Reply) => "REPLY",
         })
@@ -1191,6 +1350,161 @@ mod tests {
         assert_eq!(r.next_frame(), Ok(None));
         r.feed(b"X");
         assert_eq!(r.next_frame(), Err(WireError::NoMagic { at: 0 }));
+    }
+
+    /// A log of `n` records of varying length, as the capture kernel sends it.
+    fn sample_log(n: usize) -> Vec<u8> {
+        let mut log = Vec::new();
+        for i in 0..n {
+            log.extend_from_slice(
+                alloc::format!("[{:5}.{:06}] record {} {}\n", i, i * 7, i, "x".repeat(i % 300))
+                    .as_bytes(),
+            );
+        }
+        log
+    }
+
+    /// Frames `log` record by record through a LogFramer, then a DATA frame and END.
+    fn log_wire(log: &[u8], outcome: &LogOutcome) -> Vec<u8> {
+        let mut fw = FrameWriter::new(Wire(b"boot\n".to_vec()), "lifeboat test").unwrap();
+        let mut lf = LogFramer::new(&mut fw);
+        for line in log.split_inclusive(|&b| b == b'\n') {
+            lf.log_text(line).unwrap();
+        }
+        lf.finish(outcome).unwrap();
+        assert_eq!(fw.log_bytes(), log.len() as u64);
+        fw.write_chunk(b"dump").unwrap();
+        fw.finish(true, "").unwrap().0
+    }
+
+    #[test]
+    fn log_frames_round_trip_on_serial_and_tcp() {
+        let log = sample_log(600); // about 100 KiB: several full LOG frames
+        assert!(log.len() > 4 * MAX_PAYLOAD);
+        let done = LogOutcome { complete: true, records: 600, reason: String::new() };
+        let wire = log_wire(&log, &done);
+        let pieces = log.len().div_ceil(MAX_PAYLOAD);
+        for step in [1, 29, 4096, wire.len()] {
+            let (text, frames, corrupt) = split(&scan(&wire, step));
+            assert!(corrupt.is_empty());
+            assert_eq!(text, b"boot\n");
+            assert_eq!(frames.len(), 1 + pieces + 1 + 1 + 1, "step {}", step);
+            let mut got = Vec::new();
+            for (i, f) in frames[1..=pieces].iter().enumerate() {
+                assert_eq!((f.0, f.1, f.2), (FrameKind::Log, i as u32 + 1, got.len() as u64));
+                assert!(f.3.len() == MAX_PAYLOAD || i + 1 == pieces);
+                got.extend_from_slice(&f.3);
+            }
+            assert_eq!(got, log);
+            let le = &frames[pieces + 1];
+            assert_eq!((le.0, le.1), (FrameKind::LogEnd, pieces as u32 + 1));
+            let info = LogEndInfo::parse(le.2, &le.3).unwrap();
+            assert_eq!(
+                info,
+                LogEndInfo { complete: true, records: 600, log_bytes: log.len() as u64, reason: b"" }
+            );
+            // The dump stream follows with its own offsets; END counts DATA frames only.
+            let d = &frames[pieces + 2];
+            assert_eq!((d.0, d.1, d.2), (FrameKind::Data, pieces as u32 + 2, 0));
+            let end = EndInfo::parse(frames[pieces + 3].2, &frames[pieces + 3].3).unwrap();
+            assert_eq!((end.data_frames, end.stream_bytes), (1, 4));
+        }
+        // The TCP reader takes them too.
+        let mut r = FrameReader::new();
+        r.feed(&wire[5..]);
+        let mut kinds = Vec::new();
+        while let Some(f) = r.next_frame().unwrap() {
+            kinds.push(alloc::format!("{}", f.kind));
+        }
+        assert_eq!(kinds.len(), pieces + 4);
+        assert_eq!(kinds[1], "LOG");
+        assert_eq!(kinds[pieces + 1], "LOG_END");
+    }
+
+    #[test]
+    fn log_not_available_is_one_log_end_frame() {
+        let why = LogOutcome {
+            complete: false,
+            records: 0,
+            reason: "VMCOREINFO has neither SYMBOL(prb) nor SYMBOL(log_buf)".into(),
+        };
+        let wire = log_wire(b"", &why);
+        let (_, frames, _) = split(&scan(&wire, 7));
+        let kinds: Vec<FrameKind> = frames.iter().map(|f| f.0).collect();
+        assert_eq!(kinds, [FrameKind::Start, FrameKind::LogEnd, FrameKind::Data, FrameKind::End]);
+        let info = LogEndInfo::parse(frames[1].2, &frames[1].3).unwrap();
+        assert!(!info.complete);
+        assert_eq!((info.records, info.log_bytes), (0, 0));
+        assert_eq!(info.reason, why.reason.as_bytes());
+        assert!(LogEndInfo::parse(0, &[1, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn log_only_before_the_dump_and_once() {
+        let mut fw = FrameWriter::new(Wire::default(), "t").unwrap();
+        fw.write_log(b"a\n").unwrap();
+        assert!(fw.write_log(&vec![b'x'; MAX_PAYLOAD + 1]).is_err());
+        fw.end_log(true, 1, "").unwrap();
+        assert!(fw.end_log(true, 1, "").is_err());
+        assert!(fw.write_log(b"late\n").is_err());
+        let mut fw = FrameWriter::new(Wire::default(), "t").unwrap();
+        fw.write_chunk(b"dump").unwrap();
+        assert!(fw.write_log(b"late\n").is_err());
+        assert!(fw.end_log(true, 0, "").is_err());
+    }
+
+    /// A byte link that fails after `left` bytes.
+    struct Breaks(usize);
+    impl ByteWrite for Breaks {
+        fn write_bytes(&mut self, b: &[u8]) -> Result<(), SinkError> {
+            if b.len() > self.0 {
+                self.0 = 0;
+                return Err(SinkError::Io("link broke"));
+            }
+            self.0 -= b.len();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_framer_stops_at_the_first_error() {
+        let mut fw = FrameWriter::new(Breaks(20_000), "t").unwrap();
+        let mut lf = LogFramer::new(&mut fw);
+        let line = [b'y'; 1000];
+        let mut errors = 0;
+        for _ in 0..40 {
+            if lf.log_text(&line).is_err() {
+                errors += 1;
+            }
+        }
+        // The first full frame (16 KiB) went out, the second broke the link.
+        assert_eq!(errors, 40 - 32);
+        assert_eq!(lf.error(), Some(&SinkError::Io("link broke")));
+        let done = LogOutcome { complete: true, records: 40, reason: String::new() };
+        assert!(lf.finish(&done).is_err());
+        assert_eq!(fw.log_bytes(), MAX_PAYLOAD as u64);
+    }
+
+    /// The LOG and LOG_END examples of docs/serial-framing.md, byte for byte.
+    #[test]
+    fn documented_log_frames() {
+        let mut fw = FrameWriter::new(Wire::default(), "lifeboat 0.1.0 x86_64").unwrap();
+        fw.inner_mut().0.clear();
+        let mut lf = LogFramer::new(&mut fw);
+        lf.log_text(b"[    0.000000] Linux version 6.1.0\n").unwrap();
+        lf.log_text(b"[    5.123456] sysrq: Trigger a crash\n").unwrap();
+        lf.finish(&LogOutcome { complete: true, records: 2, reason: String::new() }).unwrap();
+        let w = &fw.inner_mut().0;
+        let log = hex("00 4c 42 46 06 01 00 00 01 00 00 00 49 00 00 00
+            00 00 00 00 00 00 00 00")
+        .into_iter()
+        .chain(b"[    0.000000] Linux version 6.1.0\n[    5.123456] sysrq: Trigger a crash\n".iter().copied())
+        .chain(hex("4f 0c 20 28"))
+        .collect::<Vec<u8>>();
+        let end = hex("00 4c 42 46 07 01 00 00 02 00 00 00 08 00 00 00
+            49 00 00 00 00 00 00 00 01 00 00 00 02 00 00 00 2a 94 a1 66");
+        assert_eq!(w[..log.len()], log[..]);
+        assert_eq!(w[log.len()..], end[..]);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!
 //! 1. the client sends HELLO (who crashed, which attempt), the server answers REPLY: ACCEPT,
 //!    or REFUSED (final: the caller tries its next sink);
-//! 2. after ACCEPT the client sends exactly the serial stream (START, DATA…, END:
-//!    [`FrameWriter`] over the connection), the server answers STORED or FAILED (final).
+//! 2. after ACCEPT the client sends exactly the serial stream (START, the crashed kernel's
+//!    log as LOG frames and LOG_END, DATA…, END: [`FrameWriter`] over the connection), the
+//!    server answers STORED or FAILED (final).
 //!
 //! A connection lost before STORED (refused, reset, timed out) is retried: [`send_dump`]
 //! reconnects with backoff and **restarts the dump from the beginning**, until
@@ -25,8 +26,8 @@ use core::fmt;
 use crate::dump::{DumpSummary, Verdict};
 use crate::flat::FlatEncoder;
 use crate::frame::{
-    control_frame, hello_payload, ByteWrite, ControlKind, FrameReader, FrameWriter, ReplyCode,
-    ReplyInfo, WireKind, PROTOCOL_VERSION,
+    control_frame, hello_payload, ByteWrite, ControlKind, FrameReader, FrameWriter, LogFramer,
+    LogOutcome, LogWrite, ReplyCode, ReplyInfo, WireKind, PROTOCOL_VERSION,
 };
 use crate::sink::{RecordSink, SinkError};
 
@@ -321,25 +322,30 @@ enum Attempt {
     },
     /// Final: the server said FAILED (or spoke garbage).
     Failed(String),
-    /// The connection was lost; `at` is the flattened-stream offset the dump had reached.
+    /// The connection was lost; `at` is the flattened-stream offset the dump had reached, or
+    /// with `in_log`, the byte of the kernel log.
     Lost {
         at: u64,
+        in_log: bool,
         why: NetError,
     },
 }
 
-/// Sends the dump to the server behind `net`: connect, HELLO, ACCEPT, then the stream, built
-/// as `dump` writes records (FrameWriter over the connection, FlatEncoder over that), then END
-/// with the dump's verdict, then waits for STORED.
+/// Sends the dump to the server behind `net`: connect, HELLO, ACCEPT, then the stream: START,
+/// the crashed kernel's log as `kernel_log` writes it (LOG frames, then LOG_END with the
+/// [`LogOutcome`] it returns), then the dump as `dump` writes records (FrameWriter over the
+/// connection, FlatEncoder over that), then END with the dump's verdict, then waits for
+/// STORED.
 ///
-/// A connection lost before STORED is retried from the beginning (`dump` is called again)
-/// with backoff, until `policy.wait_ms` of trying to reach the server have passed. REFUSED
-/// and FAILED replies are final. `log` hears one line per event.
+/// A connection lost before STORED is retried from the beginning (`kernel_log` and `dump` are
+/// called again) with backoff, until `policy.wait_ms` of trying to reach the server have
+/// passed. REFUSED and FAILED replies are final. `log` hears one line per event.
 pub fn send_dump<N: Connector>(
     net: &mut N,
     id: &Identity,
     policy: &RetryPolicy,
     log: &mut dyn FnMut(fmt::Arguments<'_>),
+    kernel_log: &mut dyn FnMut(&mut dyn LogWrite) -> LogOutcome,
     dump: &mut dyn FnMut(&mut dyn RecordSink) -> DumpSummary,
 ) -> NetOutcome {
     let mut attempts = 0u32;
@@ -420,7 +426,7 @@ pub fn send_dump<N: Connector>(
         }
         reached_ms += net.now_ms().saturating_sub(phase_start);
         backoff = FIRST_BACKOFF_MS;
-        let (attempt, s) = stream_dump(net, &mut conn, reader, id, policy, dump);
+        let (attempt, s) = stream_dump(net, &mut conn, reader, id, policy, kernel_log, dump);
         conn.close();
         summary = Some(s);
         match attempt {
@@ -433,12 +439,17 @@ pub fn send_dump<N: Connector>(
                 log(format_args!("{}", why));
                 return NetOutcome::Failed { why, attempts, summary };
             }
-            Attempt::Lost { at, why } => {
+            Attempt::Lost { at, in_log, why } => {
+                let place = if in_log {
+                    format!("at kernel log byte {}", at)
+                } else {
+                    format!("at stream offset {}", at)
+                };
                 log(format_args!(
-                    "lost the connection at stream offset {} ({}); restarting the dump",
-                    at, why
+                    "lost the connection {} ({}); restarting the dump",
+                    place, why
                 ));
-                last_problem = format!("connection lost at stream offset {}: {}", at, why);
+                last_problem = format!("connection lost {}: {}", place, why);
                 phase_start = net.now_ms();
                 pause = 0; // the server may be back already: reconnect at once
             }
@@ -446,19 +457,29 @@ pub fn send_dump<N: Connector>(
     }
 }
 
-/// Sends one whole dump over an accepted connection and waits for the verdict.
+/// Sends the kernel log and one whole dump over an accepted connection and waits for the
+/// verdict.
 fn stream_dump<N: Connector>(
     net: &mut N,
     conn: &mut N::Conn,
     reader: FrameReader,
     id: &Identity,
     policy: &RetryPolicy,
+    kernel_log: &mut dyn FnMut(&mut dyn LogWrite) -> LogOutcome,
     dump: &mut dyn FnMut(&mut dyn RecordSink) -> DumpSummary,
 ) -> (Attempt, DumpSummary) {
     let mut link = Link::new(conn, reader);
     let mut stream_bytes = 0;
+    // Kernel log bytes framed, while the log was not finished.
+    let mut in_log = None;
     let summary = match FrameWriter::new(&mut link, &id.start_info()) {
         Ok(mut fw) => {
+            let mut framer = LogFramer::new(&mut fw);
+            let outcome = kernel_log(&mut framer);
+            if framer.finish(&outcome).is_err() {
+                in_log = Some(fw.log_bytes());
+            }
+            // After a failed log the link is broken: FlatEncoder::new fails at once.
             let summary = match FlatEncoder::new(&mut fw) {
                 Ok(mut enc) => {
                     let s = dump(&mut enc);
@@ -478,7 +499,11 @@ fn stream_dump<N: Connector>(
         Err(_) => not_run(),
     };
     let _ = link.flush();
-    let attempt = finish_attempt(net, &mut link, policy, stream_bytes);
+    let mut attempt = finish_attempt(net, &mut link, policy, stream_bytes);
+    if let (Attempt::Lost { at, in_log: lost_in_log, .. }, Some(n)) = (&mut attempt, in_log) {
+        *at = n;
+        *lost_in_log = true;
+    }
     (attempt, summary)
 }
 
@@ -516,8 +541,10 @@ fn finish_attempt<N: Connector, C: Conn>(
             code, text
         )),
         (Waited::Garbled(why), _) => Attempt::Failed(why),
-        (Waited::Lost(_), Some(send_error)) => Attempt::Lost { at: stream_bytes, why: send_error },
-        (Waited::Lost(e), None) => Attempt::Lost { at: stream_bytes, why: e },
+        (Waited::Lost(_), Some(send_error)) => {
+            Attempt::Lost { at: stream_bytes, in_log: false, why: send_error }
+        }
+        (Waited::Lost(e), None) => Attempt::Lost { at: stream_bytes, in_log: false, why: e },
     }
 }
 
@@ -557,7 +584,7 @@ pub fn probe<C: Conn>(conn: &mut C, id: &Identity, timeout_ms: u64) -> Result<St
 mod tests {
     use super::*;
     use crate::flat::{FlatDecoder, FlatItem};
-    use crate::frame::{reply_payload, EndInfo, FrameKind, HelloInfo, StartInfo};
+    use crate::frame::{reply_payload, EndInfo, FrameKind, HelloInfo, LogEndInfo, StartInfo};
     use std::cell::{Cell, RefCell};
     use std::collections::VecDeque;
     use std::rc::Rc;
@@ -573,6 +600,8 @@ mod tests {
         Refuse(&'static str),
         /// ACCEPT, then the connection resets after this many stream bytes.
         ResetAfter(u64),
+        /// ACCEPT, then the connection resets after this many kernel log bytes.
+        ResetInLog(u64),
         /// ACCEPT, then after this many stream bytes FAILED and a reset.
         FailAfter(u64, &'static str),
         /// ACCEPT, then after this many stream bytes FAILED, but keep reading (draining).
@@ -589,6 +618,8 @@ mod tests {
         hello: Vec<u8>,
         frames: Vec<(FrameKind, u32, u64, Vec<u8>)>,
         stream_bytes: u64,
+        /// LOG payloads, concatenated.
+        log: Vec<u8>,
         closed: bool,
     }
 
@@ -631,10 +662,18 @@ mod tests {
                         if kind == FrameKind::Data {
                             seen.stream_bytes += f.payload.len() as u64;
                         }
+                        if kind == FrameKind::Log {
+                            seen.log.extend_from_slice(&f.payload);
+                        }
                         let n = seen.stream_bytes;
+                        let log_bytes = seen.log.len() as u64;
                         seen.frames.push((kind, f.seq, f.offset, f.payload));
                         drop(seen);
                         match self.script.clone() {
+                            Script::ResetInLog(limit) if log_bytes >= limit => {
+                                self.dead = true;
+                                return Err(NetError::Reset);
+                            }
                             Script::ResetAfter(limit) if n >= limit => {
                                 self.dead = true;
                                 return Err(NetError::Reset);
@@ -793,6 +832,26 @@ mod tests {
         run_with(script, FakeDump::new(records), policy)
     }
 
+    /// The crashed kernel's log the fake capture kernel sends: 2000 records, about 90 KiB
+    /// (six LOG frames).
+    fn kernel_log() -> Vec<u8> {
+        (0..2000)
+            .flat_map(|i| format!("[{:5}.{:06}] record {} {}\n", i / 100, i, i, "z".repeat(i % 64)).into_bytes())
+            .collect()
+    }
+
+    fn send_log(out: &mut dyn LogWrite) -> LogOutcome {
+        let log = kernel_log();
+        let mut records = 0;
+        for line in log.split_inclusive(|&b| b == b'\n') {
+            if out.log_text(line).is_err() {
+                return LogOutcome { complete: false, records, reason: "link lost".into() };
+            }
+            records += 1;
+        }
+        LogOutcome { complete: true, records, reason: String::new() }
+    }
+
     fn run_with(script: &[Script], mut dump: FakeDump, policy: RetryPolicy) -> Run {
         let mut net = MemNet::new(script);
         let mut log = Vec::new();
@@ -801,6 +860,7 @@ mod tests {
             &identity(),
             &policy,
             &mut |a| log.push(a.to_string()),
+            &mut send_log,
             &mut |sink| dump.run(sink),
         );
         Run { outcome, net, log, dump }
@@ -813,11 +873,25 @@ mod tests {
         assert_eq!((f[0].0, f[0].1, f[0].2), (FrameKind::Start, 0, 0));
         let start = StartInfo::parse(&f[0].3).unwrap();
         assert_eq!(start.info, b"lifeboat 0.1.0 x86_64 release=6.1.0-test");
+        // The whole kernel log, then LOG_END, before the first DATA frame.
+        let mut log = Vec::new();
+        let mut i = 1;
+        while f[i].0 == FrameKind::Log {
+            assert_eq!((f[i].1, f[i].2), (i as u32, log.len() as u64));
+            log.extend_from_slice(&f[i].3);
+            i += 1;
+        }
+        assert!(log == kernel_log(), "the log arrived changed");
+        assert_eq!((f[i].0, f[i].1), (FrameKind::LogEnd, i as u32));
+        let le = LogEndInfo::parse(f[i].2, &f[i].3).unwrap();
+        assert_eq!((le.complete, le.records, le.log_bytes), (true, 2000, log.len() as u64));
+        let first_data = i + 1;
         let mut dec = FlatDecoder::new();
         let mut file = vec![0u8; (records * 10_000) as usize];
         let mut offset = 0;
-        for (i, (kind, seq, off, payload)) in f[1..f.len() - 1].iter().enumerate() {
-            assert_eq!((*kind, *seq, *off), (FrameKind::Data, i as u32 + 1, offset));
+        for (i, (kind, seq, off, payload)) in f[first_data..f.len() - 1].iter().enumerate() {
+            let seq_want = (first_data + i) as u32;
+            assert_eq!((*kind, *seq, *off), (FrameKind::Data, seq_want, offset));
             offset += payload.len() as u64;
             let mut input = &payload[..];
             while let Some(item) = dec.next(&mut input).unwrap() {
@@ -833,7 +907,7 @@ mod tests {
         assert_eq!(last.0, FrameKind::End);
         let end = EndInfo::parse(last.2, &last.3).unwrap();
         assert_eq!(end.stream_bytes, offset);
-        assert_eq!(end.data_frames as usize, f.len() - 2);
+        assert_eq!(end.data_frames as usize, f.len() - 1 - first_data);
         (end.complete, end.reason.to_vec())
     }
 
@@ -913,6 +987,27 @@ mod tests {
         let lost = r.log.iter().find(|l| l.starts_with("lost the connection")).unwrap();
         assert!(lost.ends_with("(connection reset); restarting the dump"), "{}", lost);
         assert!(r.net.sleeps.is_empty(), "the first reconnection is immediate");
+    }
+
+    #[test]
+    fn connection_lost_during_the_log_resends_the_whole_log() {
+        let r = run(&[Script::ResetInLog(40_000), Script::Store], 5, POLICY);
+        assert!(matches!(r.outcome, NetOutcome::Stored { attempts: 2, .. }), "{:?}", r.outcome);
+        let first = r.net.conns[0].borrow();
+        // The first connection broke in the middle of the log: no LOG_END, no DATA.
+        assert!(first.log.len() >= 40_000 && first.log.len() < kernel_log().len());
+        assert!(first.frames.iter().all(|f| matches!(f.0, FrameKind::Start | FrameKind::Log)));
+        // The dump did not even start on it.
+        assert_eq!(r.dump.calls, 1);
+        // The second carried the whole log from byte 0, then the dump.
+        check_stream(&r.net.conns[1].borrow(), 5);
+        let lost = r.log.iter().find(|l| l.starts_with("lost the connection")).unwrap();
+        assert!(
+            lost.starts_with("lost the connection at kernel log byte ")
+                && lost.ends_with("(connection reset); restarting the dump"),
+            "{}",
+            lost
+        );
     }
 
     #[test]

@@ -1244,8 +1244,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ttyS9"), "{e}");
+        assert!(check_options(&words("lifeboat.level=7")).is_ok());
         assert!(matches!(
-            check_options(&words("lifeboat.level=7")),
+            check_options(&words("lifeboat.level=32")),
             Err(Failure::BadOptions(_))
         ));
         assert!(matches!(

@@ -215,6 +215,9 @@ fn summarize(r: &ReceiveReport, args: &ReceiveArgs) -> ExitCode {
         r.console_lines,
         dump
     );
+    if let Some(log) = &r.kernel_log {
+        println!("{}", log.summary());
+    }
     if r.is_complete() {
         println!("dump complete");
         ExitCode::SUCCESS

@@ -6,6 +6,12 @@
 //! applies the flattened records ([`FlatDecoder`]) to the dump file, and reports everything
 //! that makes the dump incomplete. A lossy dump is never called complete: it gets the
 //! `DUMP_DH_COMPRESSED_INCOMPLETE` bit in its header and the report lists what is missing.
+//!
+//! The crashed kernel's log comes first (LOG frames, then LOG_END, before the dump's DATA
+//! frames): it is written to `<dump>.dmesg.txt` (fsynced) as soon as LOG_END says it is
+//! whole, so it survives a dump that fails later; a log that is cut off (lost frames, no
+//! LOG_END, or the capture kernel could not read all of it) is kept as
+//! `<dump>.dmesg.txt.incomplete`. Problems with the log do not make the dump incomplete.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use lifeboat_capture::flat::{FlatDecoder, FlatItem};
 use lifeboat_capture::frame::{
-    EndInfo, FrameKind, FrameScanner, ScanEvent, StartInfo, STREAM_FLATTENED_KDUMP,
+    EndInfo, FrameKind, FrameScanner, LogEndInfo, ScanEvent, StartInfo, STREAM_FLATTENED_KDUMP,
 };
 
 /// `DUMP_DH_COMPRESSED_INCOMPLETE` (makedumpfile `diskdump_mod.h`): header `status` bit.
@@ -74,6 +80,54 @@ pub struct EndSummary {
     pub data_frames: u32,
 }
 
+/// What arrived of the crashed kernel's log (LOG and LOG_END frames).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelLogReport {
+    /// Where the text was written: [`dmesg_path`] when whole, [`dmesg_incomplete_path`]
+    /// otherwise; `None` when no text arrived (or writing it failed: see `problems`).
+    pub path: Option<PathBuf>,
+    /// Log bytes received.
+    pub bytes: u64,
+    /// The record count in LOG_END.
+    pub records: Option<u32>,
+    /// LOG_END arrived, says the log is whole, and no LOG frame was lost.
+    pub complete: bool,
+    /// Why the log is not whole (or not there), for people.
+    pub problems: Vec<String>,
+}
+
+impl KernelLogReport {
+    /// One line for people: `kernel log: vmcore.dmesg.txt (65536 bytes), 812 records`.
+    pub fn summary(&self) -> String {
+        let place = match &self.path {
+            Some(p) => format!("{} ({} bytes)", p.display(), self.bytes),
+            None => "not written".to_string(),
+        };
+        if self.complete {
+            let records = self.records.map(|r| format!(", {r} records")).unwrap_or_default();
+            format!("kernel log: {place}{records}")
+        } else {
+            format!("kernel log INCOMPLETE: {place}: {}", self.problems.join("; "))
+        }
+    }
+}
+
+/// Where `receive` writes the whole kernel log for dump `dump`: `<dump>.dmesg.txt`.
+pub fn dmesg_path(dump: &Path) -> PathBuf {
+    suffixed(dump, ".dmesg.txt")
+}
+
+/// Where `receive` keeps a cut-off kernel log: `<dump>.dmesg.txt.incomplete`.
+pub fn dmesg_incomplete_path(dump: &Path) -> PathBuf {
+    suffixed(dump, ".dmesg.txt.incomplete")
+}
+
+fn suffixed(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// What `receive` found. The dump is complete exactly when `problems` is empty.
 #[derive(Clone, Debug, Default)]
 pub struct ReceiveReport {
@@ -105,6 +159,8 @@ pub struct ReceiveReport {
     pub input_error: Option<String>,
     /// Every reason the dump is incomplete, for people.
     pub problems: Vec<String>,
+    /// The crashed kernel's log, when any LOG or LOG_END frame arrived.
+    pub kernel_log: Option<KernelLogReport>,
 }
 
 impl ReceiveReport {
@@ -199,6 +255,21 @@ struct Receiver<'p, 'o> {
     /// The decoder hit an error: resynchronise it at the next frame.
     resync: bool,
     written: RangeSet,
+    /// The kernel log while its frames arrive.
+    log: LogRx,
+}
+
+/// The kernel log as its frames arrive.
+#[derive(Default)]
+struct LogRx {
+    /// `<dump>.dmesg.txt.part`, created at the first LOG frame.
+    file: Option<File>,
+    /// Log offset the next LOG frame should have.
+    next_offset: u64,
+    /// Bytes written to the file (log bytes plus loss markers).
+    file_bytes: u64,
+    /// LOG_END arrived, or the log was closed (the dump began, input ended).
+    ended: bool,
 }
 
 fn part_name(p: &Path) -> PathBuf {
@@ -240,7 +311,151 @@ impl<'p, 'o> Receiver<'p, 'o> {
             next_offset: 0,
             resync: false,
             written: RangeSet::default(),
+            log: LogRx::default(),
         })
+    }
+
+    fn log_report(&mut self) -> &mut KernelLogReport {
+        self.report.kernel_log.get_or_insert_with(KernelLogReport::default)
+    }
+
+    fn log_problem(&mut self, msg: String) {
+        self.log_report().problems.push(msg);
+    }
+
+    /// A LOG or LOG_END frame. Lost frames and bytes make the log incomplete, not the dump.
+    fn log_frame(
+        &mut self,
+        kind: FrameKind,
+        seq: u32,
+        offset: u64,
+        payload: &[u8],
+        at: u64,
+    ) -> Result<(), ReceiveError> {
+        if self.log.ended || self.report.data_frames > 0 {
+            self.log_problem(format!(
+                "unexpected {:?} frame {} after the kernel log (input offset {:#x}); ignored",
+                kind, seq, at
+            ));
+            return Ok(());
+        }
+        if seq < self.next_seq {
+            self.log_problem(format!(
+                "unexpected {:?} frame {} (expected frame {}), input offset {:#x}; ignored",
+                kind, seq, self.next_seq, at
+            ));
+            return Ok(());
+        }
+        if seq > self.next_seq {
+            if self.report.info.is_none() {
+                // The START frame itself is lost: as for the dump's frames.
+                self.loss(seq, self.next_offset);
+            } else {
+                self.log_lost_frames(seq);
+            }
+        }
+        self.next_seq = seq.wrapping_add(1);
+        self.log_report();
+        if kind == FrameKind::Log {
+            if offset < self.log.next_offset {
+                self.log_problem(format!(
+                    "LOG frame {} for log byte {:#x} repeats bytes already received; ignored",
+                    seq, offset
+                ));
+                return Ok(());
+            }
+            if offset > self.log.next_offset {
+                self.log_gap(offset)?;
+            }
+            self.log_write(payload)?;
+            self.log.next_offset = offset + payload.len() as u64;
+            self.log_report().bytes += payload.len() as u64;
+            return Ok(());
+        }
+        let Some(end) = LogEndInfo::parse(offset, payload) else {
+            self.log_problem(format!("malformed LOG_END frame at input offset {:#x}", at));
+            return self.close_log();
+        };
+        if end.log_bytes > self.log.next_offset {
+            self.log_gap(end.log_bytes)?;
+        }
+        self.log_report().records = Some(end.records);
+        if !end.complete {
+            let reason = printable(end.reason);
+            let reason = if reason.is_empty() { "no reason given".to_string() } else { reason };
+            let msg = if end.log_bytes == 0 {
+                format!("the capture kernel sent no kernel log: {}", reason)
+            } else {
+                format!("the capture kernel could not send all of the kernel log: {}", reason)
+            };
+            self.log_problem(msg);
+        }
+        self.close_log()
+    }
+
+    fn log_lost_frames(&mut self, seq: u32) {
+        let (a, b) = (self.next_seq, seq - 1);
+        let frames = if a == b { format!("frame {}", a) } else { format!("frames {}–{}", a, b) };
+        self.log_problem(format!("lost {} of the kernel log", frames));
+    }
+
+    /// Log bytes `[next_offset, to)` were lost: a marker line in the file says so.
+    fn log_gap(&mut self, to: u64) -> Result<(), ReceiveError> {
+        let from = self.log.next_offset;
+        self.log_problem(format!(
+            "kernel log bytes {:#x}–{:#x} missing ({} bytes)",
+            from,
+            to - 1,
+            to - from
+        ));
+        let mark = format!("\n[lifeboat receive: {} bytes of the log lost here]\n", to - from);
+        self.log_write(mark.as_bytes())?;
+        self.log.next_offset = to;
+        Ok(())
+    }
+
+    fn log_write(&mut self, b: &[u8]) -> Result<(), ReceiveError> {
+        let tmp = suffixed(&self.opts.dump, ".dmesg.txt.part");
+        if self.log.file.is_none() {
+            let f = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+            self.log.file = Some(f);
+        }
+        let f = self.log.file.as_mut().expect("created above");
+        f.write_all(b).map_err(io_err(format!("writing {}", tmp.display())))?;
+        self.log.file_bytes += b.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the log: fsync, and `<dump>.dmesg.txt` when whole, else
+    /// `<dump>.dmesg.txt.incomplete`; a stale file of the other name is removed.
+    fn close_log(&mut self) -> Result<(), ReceiveError> {
+        self.log.ended = true;
+        let complete = self.report.kernel_log.as_ref().is_some_and(|l| l.problems.is_empty());
+        let Some(f) = self.log.file.take() else {
+            if complete {
+                // A whole, empty log.
+                self.log_write(b"")?;
+                return self.close_log();
+            }
+            return Ok(());
+        };
+        let tmp = suffixed(&self.opts.dump, ".dmesg.txt.part");
+        let (path, other) = if complete {
+            (dmesg_path(&self.opts.dump), dmesg_incomplete_path(&self.opts.dump))
+        } else {
+            (dmesg_incomplete_path(&self.opts.dump), dmesg_path(&self.opts.dump))
+        };
+        f.sync_all().map_err(io_err(format!("writing {}", tmp.display())))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io_err(format!("renaming to {}", path.display())))?;
+        let _ = fs::remove_file(&other);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        let log = self.log_report();
+        log.complete = complete;
+        log.path = Some(path);
+        Ok(())
     }
 
     fn problem(&mut self, msg: String) {
@@ -303,6 +518,29 @@ impl<'p, 'o> Receiver<'p, 'o> {
         if kind == FrameKind::Start {
             return self.start_frame(seq, payload, at);
         }
+        if matches!(kind, FrameKind::Log | FrameKind::LogEnd) {
+            return self.log_frame(kind, seq, offset, payload, at);
+        }
+        if !self.log.ended {
+            // Only LOG and LOG_END frames come between START and the first DATA frame: frames
+            // lost there (no stream bytes missing) are lost log frames, not dump data.
+            let lost_log = seq > self.next_seq
+                && offset == self.next_offset
+                && self.report.data_frames == 0
+                && self.report.info.is_some();
+            if lost_log {
+                self.log_lost_frames(seq);
+                self.next_seq = seq;
+            }
+            // The dump begins: a log still open lost its LOG_END.
+            if self.log.file.is_some() {
+                if !lost_log {
+                    self.log_problem("the LOG_END frame of the kernel log was lost".to_string());
+                }
+                self.close_log()?;
+            }
+            self.log.ended = true;
+        }
         // DATA and END: check for lost frames / bytes before this one.
         if seq < self.next_seq || offset < self.next_offset {
             self.problem(format!(
@@ -324,7 +562,7 @@ impl<'p, 'o> Receiver<'p, 'o> {
                 self.end_frame(offset, payload);
                 Ok(())
             }
-            FrameKind::Start => unreachable!(),
+            FrameKind::Start | FrameKind::Log | FrameKind::LogEnd => unreachable!(),
         }
     }
 
@@ -459,6 +697,10 @@ impl<'p, 'o> Receiver<'p, 'o> {
     fn finish(mut self) -> Result<ReceiveReport, ReceiveError> {
         if !self.line.is_empty() {
             self.flush_line();
+        }
+        if self.log.file.is_some() && !self.log.ended {
+            self.log_problem("the stream ended before the LOG_END frame".to_string());
+            self.close_log()?;
         }
         if self.report.frames == 0 {
             self.problem("no lifeboat frames found in the input".to_string());
@@ -613,7 +855,10 @@ pub fn printable(line: &[u8]) -> String {
 mod tests {
     use super::*;
     use lifeboat_capture::flat::FlatEncoder;
-    use lifeboat_capture::frame::{ByteWrite, FrameWriter, HEADER_LEN, TRAILER_LEN};
+    use lifeboat_capture::frame::{
+        ByteWrite, FrameWriter, LogFramer, LogOutcome, LogWrite, HEADER_LEN, MAX_PAYLOAD,
+        TRAILER_LEN,
+    };
     use lifeboat_capture::sink::{RecordSink, SinkError};
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -656,7 +901,27 @@ mod tests {
     /// Frames the dump as records of `rec` bytes, in reverse order after the header record
     /// (like a writer that emits descriptors late), with console lines between frames.
     fn build_wire(dump: &[u8], rec: usize, complete: bool, reason: &str) -> Vec<u8> {
+        build_wire_log(dump, rec, complete, reason, None)
+    }
+
+    /// [`build_wire`] with the kernel log `log` (LOG frames, LOG_END) before the dump.
+    fn build_wire_log(
+        dump: &[u8],
+        rec: usize,
+        complete: bool,
+        reason: &str,
+        log: Option<&[u8]>,
+    ) -> Vec<u8> {
         let mut fw = FrameWriter::new(Wire::default(), "lifeboat 0.1.0 x86_64 test").unwrap();
+        if let Some(log) = log {
+            let mut lf = LogFramer::new(&mut fw);
+            let mut records = 0;
+            for line in log.split_inclusive(|&b| b == b'\n') {
+                lf.log_text(line).unwrap();
+                records += 1;
+            }
+            lf.finish(&LogOutcome { complete: true, records, reason: String::new() }).unwrap();
+        }
         fw.inner_mut().0.extend_from_slice(b"lifeboat: writing dump\r\n");
         let mut enc = FlatEncoder::new(&mut fw).unwrap();
         enc.record(0, &dump[..4096]).unwrap();
@@ -946,6 +1211,177 @@ mod tests {
         assert!(report.dump_written && report.marked_incomplete);
         let want = "stream ended before the END frame (reading the input failed: device vanished)";
         assert!(report.problems.iter().any(|p| p == want), "{:?}", report.problems);
+    }
+
+    /// A kernel log of about 56 KiB (four LOG frames).
+    fn kernel_log() -> Vec<u8> {
+        (0..800)
+            .flat_map(|i| {
+                format!("[{:5}.{:06}] line {} {}\n", i / 10, i, i, "w".repeat(i % 90)).into_bytes()
+            })
+            .collect()
+    }
+
+    /// Frames of `wire` as (kind, byte range).
+    fn frame_kinds(wire: &[u8]) -> Vec<(FrameKind, usize, usize)> {
+        let mut s = FrameScanner::new();
+        s.feed(wire);
+        s.finish();
+        let mut out = Vec::new();
+        while let Some(ev) = s.next_event() {
+            if let ScanEvent::Frame { kind, payload, at, .. } = ev {
+                let end = at as usize + HEADER_LEN + payload.len() + TRAILER_LEN;
+                out.push((kind, at as usize, end));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn kernel_log_is_stored_before_the_dump_arrives() {
+        let dump = fake_dump(60_000);
+        let log = kernel_log();
+        assert!(log.len() > 3 * MAX_PAYLOAD);
+        let wire = build_wire_log(&dump, 5000, true, "", Some(&log));
+        let fr = frame_kinds(&wire);
+        let kinds: Vec<FrameKind> = fr.iter().map(|f| f.0).collect();
+        assert_eq!(&kinds[..6], [
+            FrameKind::Start,
+            FrameKind::Log,
+            FrameKind::Log,
+            FrameKind::Log,
+            FrameKind::Log,
+            FrameKind::LogEnd
+        ]);
+        assert_eq!(kinds[6], FrameKind::Data);
+        let log_end = fr[5].2;
+        // A reader that checks, when asked for the bytes after LOG_END, that the log is
+        // already on disk under its final name.
+        struct Probe<'a> {
+            wire: &'a [u8],
+            pos: usize,
+            log_end: usize,
+            dmesg: PathBuf,
+            seen: Option<Vec<u8>>,
+        }
+        impl Read for Probe<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.pos >= self.log_end && self.seen.is_none() {
+                    self.seen = Some(fs::read(&self.dmesg).unwrap_or_default());
+                }
+                let n = (self.wire.len() - self.pos).min(buf.len()).min(777);
+                buf[..n].copy_from_slice(&self.wire[self.pos..self.pos + n]);
+                self.pos += n;
+                Ok(n)
+            }
+        }
+        let dir = TempDir::new();
+        let opts =
+            ReceiveOptions { dump: dir.0.join("vmcore"), flat: None, console: None, stop_at_end: false };
+        let dmesg = dir.0.join("vmcore.dmesg.txt");
+        assert_eq!(dmesg_path(&opts.dump), dmesg);
+        let mut probe = Probe { wire: &wire, pos: 0, log_end, dmesg: dmesg.clone(), seen: None };
+        let report = receive(&mut probe, &opts, &mut |_| {}).unwrap();
+        assert!(probe.seen.as_ref() == Some(&log), "the log was not on disk before the dump");
+        assert!(report.is_complete(), "{:?}", report.problems);
+        assert_eq!(fs::read(&opts.dump).unwrap(), dump);
+        assert!(fs::read(&dmesg).unwrap() == log);
+        let kl = report.kernel_log.unwrap();
+        assert!(kl.complete && kl.problems.is_empty(), "{:?}", kl);
+        assert_eq!((kl.bytes, kl.records), (log.len() as u64, Some(800)));
+        assert_eq!(kl.path.as_deref(), Some(dmesg.as_path()));
+        assert_eq!(kl.summary(), format!("kernel log: {} ({} bytes), 800 records", dmesg.display(), log.len()));
+        assert!(!dir.0.join("vmcore.dmesg.txt.part").exists());
+
+        // The same stream cut right after LOG_END: no dump, but the whole log.
+        let r = run(&wire[..log_end], 1000);
+        assert!(r.dump.is_none());
+        assert!(!r.report.is_complete());
+        let kl = r.report.kernel_log.as_ref().unwrap();
+        assert!(kl.complete);
+        assert!(fs::read(r._dir.0.join("dump.dmesg.txt")).unwrap() == log);
+    }
+
+    #[test]
+    fn kernel_log_cut_off_is_kept_as_incomplete() {
+        let dump = fake_dump(20_000);
+        let log = kernel_log();
+        let wire = build_wire_log(&dump, 5000, true, "", Some(&log));
+        let fr = frame_kinds(&wire);
+        // Input ends in the middle of the third LOG frame.
+        let r = run(&wire[..fr[3].1 + 100], 500);
+        let kl = r.report.kernel_log.as_ref().unwrap();
+        assert!(!kl.complete);
+        assert_eq!(kl.bytes, 2 * MAX_PAYLOAD as u64);
+        assert_eq!(kl.problems, ["the stream ended before the LOG_END frame"]);
+        assert!(!r._dir.0.join("dump.dmesg.txt").exists());
+        let kept = fs::read(r._dir.0.join("dump.dmesg.txt.incomplete")).unwrap();
+        assert_eq!(kept, &log[..2 * MAX_PAYLOAD]);
+        assert!(kl.summary().starts_with("kernel log INCOMPLETE: "), "{}", kl.summary());
+    }
+
+    #[test]
+    fn lost_log_frames_spoil_the_log_not_the_dump() {
+        let dump = fake_dump(30_000);
+        let log = kernel_log();
+        let wire = build_wire_log(&dump, 5000, true, "", Some(&log));
+        let fr = frame_kinds(&wire);
+        // Lose the second LOG frame.
+        let mut w = wire[..fr[2].1].to_vec();
+        w.extend_from_slice(&wire[fr[2].2..]);
+        let r = run(&w, 4096);
+        assert!(r.report.is_complete(), "{:?}", r.report.problems);
+        assert_eq!(r.dump.as_deref(), Some(&dump[..]));
+        let kl = r.report.kernel_log.as_ref().unwrap();
+        assert!(!kl.complete);
+        assert_eq!(
+            kl.problems,
+            [
+                "lost frame 2 of the kernel log".to_string(),
+                format!(
+                    "kernel log bytes {:#x}–{:#x} missing ({} bytes)",
+                    MAX_PAYLOAD,
+                    2 * MAX_PAYLOAD - 1,
+                    MAX_PAYLOAD
+                )
+            ]
+        );
+        let kept =
+            String::from_utf8(fs::read(r._dir.0.join("dump.dmesg.txt.incomplete")).unwrap()).unwrap();
+        assert!(kept.contains("\n[lifeboat receive: 16384 bytes of the log lost here]\n"));
+        assert!(kept.ends_with(std::str::from_utf8(&log[2 * MAX_PAYLOAD..]).unwrap()));
+
+        // Lose LOG_END (and the last LOG frame): still a complete dump.
+        let mut w = wire[..fr[4].1].to_vec();
+        w.extend_from_slice(&wire[fr[5].2..]);
+        let r = run(&w, 4096);
+        assert!(r.report.is_complete(), "{:?}", r.report.problems);
+        let kl = r.report.kernel_log.as_ref().unwrap();
+        assert_eq!(kl.problems, ["lost frames 4–5 of the kernel log"]);
+        assert!(r._dir.0.join("dump.dmesg.txt.incomplete").exists());
+    }
+
+    #[test]
+    fn no_log_from_the_capture_kernel_is_explained() {
+        let dump = fake_dump(10_000);
+        let mut fw = FrameWriter::new(Wire::default(), "t").unwrap();
+        let lf = LogFramer::new(&mut fw);
+        let why = "no kernel log: VMCOREINFO missing";
+        lf.finish(&LogOutcome { complete: false, records: 0, reason: why.into() }).unwrap();
+        let mut enc = FlatEncoder::new(&mut fw).unwrap();
+        enc.record(0, &dump).unwrap();
+        enc.finish().unwrap();
+        let wire = fw.finish(true, "").unwrap().0;
+        let r = run(&wire, 1 << 20);
+        assert!(r.report.is_complete(), "{:?}", r.report.problems);
+        let kl = r.report.kernel_log.as_ref().unwrap();
+        assert_eq!(kl.problems, [format!("the capture kernel sent no kernel log: {why}")]);
+        assert_eq!(kl.path, None);
+        assert!(!r._dir.0.join("dump.dmesg.txt").exists());
+        assert!(!r._dir.0.join("dump.dmesg.txt.incomplete").exists());
+        // An older sender without log frames: no kernel log report at all.
+        let r = run(&build_wire(&dump, 5000, true, ""), 1 << 20);
+        assert!(r.report.kernel_log.is_none());
     }
 
     #[test]

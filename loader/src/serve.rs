@@ -9,7 +9,9 @@
 //! | `vmcore` | a dump whose every frame arrived intact (the capture kernel's verdict is in `lifeboat.txt`) |
 //! | `vmcore.incomplete` | a transfer that failed or was cut off; the kdump header's `DUMP_DH_COMPRESSED_INCOMPLETE` bit is set |
 //! | `lifeboat.txt` | who sent it, when, how many bytes, and the verdict or why it is incomplete |
-//! | `dmesg.txt` | the crashed kernel's log, when [`extract_dmesg`] can read it |
+//! | `.dmesg.txt.partial` | the crashed kernel's log while its LOG frames arrive |
+//! | `dmesg.txt` | the crashed kernel's whole log: written (and fsynced) as soon as the LOG_END frame says it is whole, before the dump arrives; otherwise, after STORED, from the stored dump ([`extract_dmesg`]) |
+//! | `dmesg.txt.incomplete` | the part of the log that arrived when the log was cut off (connection lost, or the capture kernel could not read all of it) |
 //!
 //! One thread per connection (std only). Integrity is checked strictly: every frame's CRC,
 //! contiguous sequence numbers and stream offsets, END's frame count and byte total, and a
@@ -31,7 +33,8 @@ use lifeboat_capture::cmdline::memparse;
 use lifeboat_capture::flat::{FlatDecoder, FlatItem};
 use lifeboat_capture::frame::{
     control_frame, reply_payload, ControlKind, EndInfo, FrameKind, FrameReader, HelloInfo,
-    ReplyCode, StartInfo, WireError, WireFrame, WireKind, PROTOCOL_VERSION, STREAM_FLATTENED_KDUMP,
+    LogEndInfo, ReplyCode, StartInfo, WireError, WireFrame, WireKind, PROTOCOL_VERSION,
+    STREAM_FLATTENED_KDUMP,
 };
 use lifeboat_capture::kdump::{DUMP_DH_COMPRESSED_INCOMPLETE, KDUMP_SIGNATURE};
 
@@ -60,6 +63,8 @@ pub const COMPLETE_NAME: &str = "vmcore";
 pub const INCOMPLETE_NAME: &str = "vmcore.incomplete";
 pub const INFO_NAME: &str = "lifeboat.txt";
 pub const DMESG_NAME: &str = "dmesg.txt";
+pub const DMESG_PARTIAL_NAME: &str = ".dmesg.txt.partial";
+pub const DMESG_INCOMPLETE_NAME: &str = "dmesg.txt.incomplete";
 
 /// Where log lines go.
 pub type LogFn = Arc<dyn Fn(&str) + Send + Sync>;
@@ -213,6 +218,13 @@ fn write_private(dir: &Path, name: &str, text: &str) -> io::Result<()> {
     fs::rename(&tmp, dir.join(name))
 }
 
+/// Makes `file` (`dir/from`) durable as `dir/to`: fsync the file, rename, fsync the directory.
+fn keep_synced(file: &File, dir: &Path, from: &str, to: &str) -> io::Result<()> {
+    file.sync_all()?;
+    fs::rename(dir.join(from), dir.join(to))?;
+    File::open(dir)?.sync_all()
+}
+
 /// Turns the `.vmcore.partial` files that a killed server left behind into
 /// `vmcore.incomplete` (header marked) and notes it in their `lifeboat.txt`. Returns the
 /// dump directories recovered.
@@ -224,6 +236,15 @@ pub fn recover_partials(dir: &Path, log: &dyn Fn(&str)) -> io::Result<Vec<PathBu
             continue;
         }
         let d = entry.path();
+        let log_partial = d.join(DMESG_PARTIAL_NAME);
+        if fs::symlink_metadata(&log_partial).map(|m| m.is_file()).unwrap_or(false) {
+            fs::rename(&log_partial, d.join(DMESG_INCOMPLETE_NAME))?;
+            log(&format!(
+                "{}: server stopped while the kernel log arrived: kept as {}",
+                d.display(),
+                DMESG_INCOMPLETE_NAME
+            ));
+        }
         let partial = d.join(PARTIAL_NAME);
         if fs::symlink_metadata(&partial).map(|m| m.is_file()).unwrap_or(false) {
             let marked = OpenOptions::new()
@@ -605,6 +626,7 @@ fn serve_client(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         last_progress: Instant::now(),
         decoder: FlatDecoder::new(),
         seen_start: false,
+        log: KernelLogRx::default(),
         next_seq: 0,
         next_offset: 0,
         data_frames: 0,
@@ -659,6 +681,8 @@ struct Transfer<'s> {
     last_progress: Instant,
     decoder: FlatDecoder,
     seen_start: bool,
+    /// The crashed kernel's log (LOG frames before the dump).
+    log: KernelLogRx,
     next_seq: u32,
     next_offset: u64,
     data_frames: u32,
@@ -667,6 +691,21 @@ struct Transfer<'s> {
     /// Dump bytes written (all records).
     written: u64,
     next_free_check: u64,
+}
+
+/// The kernel log of one transfer as its LOG frames arrive.
+#[derive(Default)]
+struct KernelLogRx {
+    /// `.dmesg.txt.partial` while LOG frames arrive (created at the first one).
+    file: Option<File>,
+    /// Log bytes received (the offset the next LOG frame must have).
+    bytes: u64,
+    /// LOG_END arrived (or the log was closed because the transfer ended).
+    ended: bool,
+    /// `dmesg.txt` holds the whole streamed log.
+    whole: bool,
+    /// For `lifeboat.txt`'s `kernel_log:` line.
+    status: Option<String>,
 }
 
 /// The END frame's verdict.
@@ -738,6 +777,17 @@ impl Transfer<'_> {
         if !self.seen_start {
             return Err(format!("{:?} frame before START", kind));
         }
+        if matches!(kind, FrameKind::Log | FrameKind::LogEnd) {
+            // Log frames have their own offsets (checked in log_frame), and the stream's seq.
+            if f.seq != self.next_seq {
+                return Err(format!(
+                    "{} frame {} where frame {} was due: frames lost or out of order",
+                    f.kind, f.seq, self.next_seq
+                ));
+            }
+            self.next_seq = self.next_seq.wrapping_add(1);
+            return self.log_frame(kind, &f).map(|()| None);
+        }
         if f.seq != self.next_seq || f.offset != self.next_offset {
             return Err(format!(
                 "frame {} for stream byte {:#x} where frame {} for byte {:#x} was due: frames lost \
@@ -746,6 +796,9 @@ impl Transfer<'_> {
             ));
         }
         self.next_seq = self.next_seq.wrapping_add(1);
+        if self.log.file.is_some() && !self.log.ended {
+            return Err(format!("{kind:?} frame before the LOG_END frame of the kernel log"));
+        }
         match kind {
             FrameKind::Data => {
                 self.data_frames = self.data_frames.wrapping_add(1);
@@ -776,7 +829,109 @@ impl Transfer<'_> {
                     reason: String::from_utf8_lossy(end.reason).into_owned(),
                 }))
             }
-            FrameKind::Start => unreachable!("handled above"),
+            FrameKind::Start | FrameKind::Log | FrameKind::LogEnd => {
+                unreachable!("handled above")
+            }
+        }
+    }
+
+    /// A LOG or LOG_END frame (its seq is checked). LOG frames come between START and the
+    /// first DATA frame, at consecutive log offsets; LOG_END closes the log: a whole log
+    /// becomes `dmesg.txt` at once (fsynced), a partial one `dmesg.txt.incomplete`.
+    fn log_frame(&mut self, kind: FrameKind, f: &WireFrame) -> Result<(), String> {
+        if self.log.ended || self.data_frames > 0 {
+            return Err(format!("unexpected {} frame {} after the kernel log", f.kind, f.seq));
+        }
+        let due = self.log.bytes;
+        if kind == FrameKind::Log {
+            if f.offset != due || f.payload.is_empty() {
+                return Err(format!(
+                    "LOG frame {} for log byte {:#x} where byte {:#x} was due",
+                    f.seq, f.offset, due
+                ));
+            }
+            let end = due + f.payload.len() as u64;
+            if let Some(max) = self.shared.cfg.max_size {
+                if end > max {
+                    return Err(format!(
+                        "the kernel log is larger than this server's --max-size of {}",
+                        human_size(max)
+                    ));
+                }
+            }
+            if self.log.file.is_none() {
+                let path = self.dir.join(DMESG_PARTIAL_NAME);
+                let file =
+                    create_private(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+                self.log.file = Some(file);
+            }
+            let file = self.log.file.as_ref().expect("created above");
+            file.write_all_at(&f.payload, due)
+                .map_err(|e| format!("writing {DMESG_PARTIAL_NAME}: {e}"))?;
+            self.log.bytes = end;
+            return self.count_written(f.payload.len() as u64);
+        }
+        let end = LogEndInfo::parse(f.offset, &f.payload).ok_or("malformed LOG_END frame")?;
+        if end.log_bytes != due {
+            return Err(format!(
+                "LOG_END counts {} kernel log bytes, {} arrived",
+                end.log_bytes, due
+            ));
+        }
+        let reason = printable(end.reason);
+        if end.complete {
+            self.close_log(None, end.records);
+        } else if due == 0 {
+            self.log.ended = true;
+            self.log.status = Some(format!("not sent by the capture kernel: {reason}"));
+            self.shared.log(&format!("{} no kernel log from the capture kernel: {reason}", self.label));
+        } else {
+            self.close_log(Some(format!("the capture kernel could not send all of it: {reason}")), end.records);
+        }
+        // lifeboat.txt says at once where the log is.
+        let _ = self.write_info(None, "receiving", "none yet");
+        Ok(())
+    }
+
+    /// Ends the streamed log: `dmesg.txt` when `cut` is `None` (the whole log), else
+    /// `dmesg.txt.incomplete`; fsynced, then logged.
+    fn close_log(&mut self, cut: Option<String>, records: u32) {
+        self.log.ended = true;
+        let bytes = self.log.bytes;
+        let file = self.log.file.take();
+        let name = if cut.is_none() { DMESG_NAME } else { DMESG_INCOMPLETE_NAME };
+        let kept = match &file {
+            Some(f) => keep_synced(f, &self.dir, DMESG_PARTIAL_NAME, name),
+            // A whole log of 0 bytes: an empty dmesg.txt.
+            None if cut.is_none() => {
+                create_private(&self.dir.join(name)).and_then(|f| f.sync_all())
+            }
+            None => return,
+        };
+        if let Err(e) = kept {
+            self.log.status = Some(format!("streamed, but writing {name} failed: {e}"));
+            return self.shared.log(&format!("{} cannot write {name}: {e}", self.label));
+        }
+        match cut {
+            None => {
+                self.log.whole = true;
+                self.log.status = Some(format!(
+                    "streamed in LOG frames, whole: {name} ({bytes} bytes, {records} records)"
+                ));
+                self.shared.log(&format!(
+                    "{} kernel log stored as {}/{name} from LOG frames ({bytes} bytes, {records} records)",
+                    self.label, self.name
+                ));
+            }
+            Some(why) => {
+                self.log.status = Some(format!(
+                    "streamed in LOG frames, INCOMPLETE: {name} ({bytes} bytes): {why}"
+                ));
+                self.shared.log(&format!(
+                    "{} kernel log INCOMPLETE, kept as {}/{name} ({bytes} bytes): {why}",
+                    self.label, self.name
+                ));
+            }
         }
     }
 
@@ -796,7 +951,14 @@ impl Transfer<'_> {
             .write_all_at(data, offset)
             .map_err(|e| format!("writing {}: {e}", partial.display()))?;
         self.dump_bytes = self.dump_bytes.max(end);
-        self.written += data.len() as u64;
+        self.count_written(data.len() as u64)
+    }
+
+    /// Counts bytes written (dump and log) and checks free space every
+    /// [`FREE_CHECK_EVERY`] bytes.
+    fn count_written(&mut self, n: u64) -> Result<(), String> {
+        let cfg = &self.shared.cfg;
+        self.written += n;
         if self.written >= self.next_free_check {
             self.next_free_check = self.written + FREE_CHECK_EVERY;
             match (cfg.free_space)(&cfg.dir) {
@@ -821,11 +983,7 @@ impl Transfer<'_> {
     fn stored(&mut self, conn: &mut ClientConn<'_>, end: EndVerdict) {
         let partial = self.dir.join(PARTIAL_NAME);
         let vmcore = self.dir.join(COMPLETE_NAME);
-        let verdict = if end.complete {
-            "complete".to_string()
-        } else {
-            format!("incomplete: {}", printable(end.reason.as_bytes()))
-        };
+        let verdict = self.verdict_text(&end);
         let finished = (|| {
             if !end.complete {
                 // As `lifeboat receive` does: the capture kernel says pages are missing.
@@ -849,18 +1007,53 @@ impl Transfer<'_> {
             verdict,
             rate(conn.received, self.started.elapsed())
         ));
-        match extract_dmesg(&vmcore) {
-            Ok(text) => {
-                if let Err(e) = write_private(&self.dir, DMESG_NAME, &text) {
-                    self.shared.log(&format!("{} cannot write {DMESG_NAME}: {e}", self.label));
+        if self.log.whole {
+            // The streamed log wins; the dump is not read again.
+            return;
+        }
+        // No whole log in LOG frames (an older capture kernel, or it could not read the
+        // log): derive dmesg.txt from the stored dump, like kdump-tools does.
+        let status = match extract_dmesg(&vmcore) {
+            Ok(text) => match write_private(&self.dir, DMESG_NAME, &text) {
+                Ok(()) => {
+                    self.shared.log(&format!(
+                        "{} kernel log extracted from the stored vmcore as {}/{DMESG_NAME} ({} bytes)",
+                        self.label,
+                        self.name,
+                        text.len()
+                    ));
+                    format!("extracted from the stored vmcore: {DMESG_NAME} ({} bytes)", text.len())
                 }
+                Err(e) => {
+                    self.shared.log(&format!("{} cannot write {DMESG_NAME}: {e}", self.label));
+                    format!("extracting it from the stored vmcore failed: {e}")
+                }
+            },
+            Err(why) => {
+                self.shared.log(&format!("{} no {DMESG_NAME}: {why}", self.label));
+                format!("not in the stored vmcore either: {}", printable(why.as_bytes()))
             }
-            Err(why) => self.shared.log(&format!("{} no {DMESG_NAME}: {why}", self.label)),
+        };
+        self.log.status = Some(match self.log.status.take() {
+            Some(streamed) => format!("{streamed}; {status}"),
+            None => format!("no LOG frames; {status}"),
+        });
+        let _ = self.write_info(Some(now_unix()), &format!("stored as {COMPLETE_NAME}"), &verdict);
+    }
+
+    fn verdict_text(&self, end: &EndVerdict) -> String {
+        if end.complete {
+            "complete".to_string()
+        } else {
+            format!("incomplete: {}", printable(end.reason.as_bytes()))
         }
     }
 
     /// Keeps what arrived as `vmcore.incomplete`; tells the client why if it can still hear.
     fn incomplete(&mut self, conn: &mut ClientConn<'_>, why: String, can_reply: bool) {
+        if self.log.file.is_some() && !self.log.ended {
+            self.close_log(Some(format!("the transfer ended before the LOG_END frame: {why}")), 0);
+        }
         let partial = self.dir.join(PARTIAL_NAME);
         let kept = self.dir.join(INCOMPLETE_NAME);
         let saved = (|| {
@@ -920,9 +1113,18 @@ impl Transfer<'_> {
         if let Some(end) = end {
             text.push_str(&format!("end: {}\n", utc(end)));
         }
+        let kernel_log = match &self.log.status {
+            Some(s) => s.clone(),
+            None if self.log.file.is_some() => format!("receiving ({} bytes so far)", self.log.bytes),
+            None => "none yet".into(),
+        };
         text.push_str(&format!(
-            "dump_bytes: {}\nstream_bytes: {}\nverdict: {}\nresult: {}\n",
-            self.dump_bytes, self.next_offset, verdict, result
+            "kernel_log: {}\ndump_bytes: {}\nstream_bytes: {}\nverdict: {}\nresult: {}\n",
+            printable(kernel_log.as_bytes()),
+            self.dump_bytes,
+            self.next_offset,
+            verdict,
+            result
         ));
         write_private(&self.dir, INFO_NAME, &text)
     }

@@ -18,7 +18,8 @@ use lifeboat_capture::dump::{write_kdump, DumpParams, DumpSummary, NoProgress, V
 use lifeboat_capture::elfcore::{ElfCoreHeader, LoadSegment};
 use lifeboat_capture::flat::FlatEncoder;
 use lifeboat_capture::frame::{
-    control_frame, hello_payload, ByteWrite, ControlKind, FrameWriter, PROTOCOL_VERSION,
+    control_frame, hello_payload, ByteWrite, ControlKind, FrameWriter, LogFramer, LogOutcome,
+    LogWrite, PROTOCOL_VERSION,
 };
 use lifeboat_capture::kdump::{UtsName, DL_EXCLUDE_ZERO};
 use lifeboat_capture::netproto::{
@@ -144,16 +145,62 @@ fn identity(host: &str) -> Identity {
 
 const POLICY: RetryPolicy = RetryPolicy { wait_ms: 10_000, reply_timeout_ms: 5_000 };
 
+/// The crashed kernel's log as a capture kernel would send it: `records` lines, as
+/// `makedumpfile --dump-dmesg` prints them.
+fn kernel_log(records: usize) -> Vec<u8> {
+    (0..records)
+        .flat_map(|i| {
+            format!("[{:5}.{:06}] test record {} {}\n", i / 50, i * 13, i, "k".repeat(i % 100))
+                .into_bytes()
+        })
+        .collect()
+}
+
+/// Sends `log` record by record, as the capture kernel's `klog::send` does; `None`: the
+/// capture kernel has no log to send.
+fn send_log(log: Option<&[u8]>, out: &mut dyn LogWrite) -> LogOutcome {
+    let Some(log) = log else {
+        let reason = "no kernel log: no VMCOREINFO".to_string();
+        return LogOutcome { complete: false, records: 0, reason };
+    };
+    let mut records = 0;
+    for line in log.split_inclusive(|&b| b == b'\n') {
+        if out.log_text(line).is_err() {
+            return LogOutcome { complete: false, records, reason: "link lost".into() };
+        }
+        records += 1;
+    }
+    LogOutcome { complete: true, records, reason: String::new() }
+}
+
+/// The log every `send` sends: 1500 records, about 110 KiB.
+fn default_log() -> Vec<u8> {
+    kernel_log(1500)
+}
+
 fn send(addr: SocketAddr, host: &str, m: &Machine) -> (NetOutcome, Vec<String>) {
     send_via(&mut TcpConnector::new(addr), host, m)
 }
 
 fn send_via<N: Connector>(net: &mut N, host: &str, m: &Machine) -> (NetOutcome, Vec<String>) {
+    send_with_log(net, host, m, Some(&default_log()))
+}
+
+fn send_with_log<N: Connector>(
+    net: &mut N,
+    host: &str,
+    m: &Machine,
+    klog: Option<&[u8]>,
+) -> (NetOutcome, Vec<String>) {
     let mut log = Vec::new();
-    let outcome =
-        send_dump(net, &identity(host), &POLICY, &mut |a| log.push(a.to_string()), &mut |s| {
-            m.dump(s)
-        });
+    let outcome = send_dump(
+        net,
+        &identity(host),
+        &POLICY,
+        &mut |a| log.push(a.to_string()),
+        &mut |out| send_log(klog, out),
+        &mut |s| m.dump(s),
+    );
     (outcome, log)
 }
 
@@ -289,7 +336,10 @@ fn complete_dump_is_stored_byte_exact_and_private() {
     let mut files: Vec<String> =
         fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();
-    assert_eq!(files, ["lifeboat.txt", "vmcore"]);
+    assert_eq!(files, ["dmesg.txt", "lifeboat.txt", "vmcore"]);
+    // The streamed kernel log, byte for byte, private.
+    assert!(fs::read(d.join("dmesg.txt")).unwrap() == default_log());
+    assert_eq!(mode(&d.join("dmesg.txt")), 0o600);
     let info = fs::read_to_string(d.join("lifeboat.txt")).unwrap();
     for line in [
         "host: web-01\n",
@@ -302,13 +352,38 @@ fn complete_dump_is_stored_byte_exact_and_private() {
         &format!("dump_bytes: {}\n", got.len()),
         "verdict: complete\n",
         "result: stored as vmcore\n",
+        &format!(
+            "kernel_log: streamed in LOG frames, whole: dmesg.txt ({} bytes, 1500 records)\n",
+            default_log().len()
+        ),
     ] {
         assert!(info.contains(line), "{:?} not in\n{}", line, info);
     }
+    assert!(server.log_has("kernel log stored as web-01-"));
+    assert!(!server.log_has("no dmesg.txt: "), "the streamed log is not derived again");
+
+    // A capture kernel that could not read the log: no LOG frames, only LOG_END with why; the
+    // server falls back to the stored dump, which (synthetic memory) has no printk buffer.
+    let (outcome, _) = send_with_log(&mut TcpConnector::new(server.addr), "nolog", &m, None);
+    let d = dir.join(stored_name(&outcome)).parent().unwrap().to_path_buf();
+    // (The fallback runs after the STORED reply.)
+    wait_for("the fallback", || {
+        fs::read_to_string(d.join("lifeboat.txt")).unwrap().contains("in the stored vmcore")
+    });
+    assert!(!d.join("dmesg.txt").exists() && !d.join("dmesg.txt.incomplete").exists());
+    let info = fs::read_to_string(d.join("lifeboat.txt")).unwrap();
+    assert!(
+        info.contains(
+            "kernel_log: not sent by the capture kernel: no kernel log: no VMCOREINFO; \
+             not in the stored vmcore either: "
+        ),
+        "{}",
+        info
+    );
     let log = server.stop();
     assert!(log.iter().any(|l| l.contains("stored web-01-") && l.contains("MB/s")), "{:?}", log);
-    // Synthetic memory has no printk ring buffer: the server says why there is no dmesg.txt.
-    assert!(log.iter().any(|l| l.contains("no dmesg.txt: ")), "{:?}", log);
+    assert!(log.iter().any(|l| l.contains("no kernel log from the capture kernel: no kernel log: no VMCOREINFO")), "{:?}", log);
+    assert!(log.iter().any(|l| l.contains("[nolog ") && l.contains("no dmesg.txt: ")), "{:?}", log);
     fs::remove_dir_all(&root).unwrap();
 }
 
@@ -374,11 +449,13 @@ fn killed_server_restarted_client_starts_over() {
         let m = machine(2048, 3);
         let mut first = Some((ready_tx, go_rx));
         let mut log = Vec::new();
+        let klog = default_log();
         let outcome = send_dump(
             &mut TcpConnector::new(addr),
             &identity("web-01"),
             &POLICY,
             &mut |a| log.push(a.to_string()),
+            &mut |out| send_log(Some(&klog), out),
             &mut |sink| match first.take() {
                 Some((ready, go)) => {
                     let mut g = Gate {
@@ -639,6 +716,179 @@ fn client_gone_before_end_and_strangers_are_handled() {
     assert!(String::from_utf8_lossy(&got).contains("protocol version 2 is not supported"));
     drop(s);
     assert_eq!(server.dumps().len(), 1);
+    server.stop();
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// HELLO, wait for ACCEPT; returns the connection.
+fn hello(addr: SocketAddr, host: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&control_frame(
+        ControlKind::Hello,
+        &hello_payload(PROTOCOL_VERSION, &[("host", host)]),
+    ))
+    .unwrap();
+    let mut reply = [0u8; 256];
+    let n = s.read(&mut reply).unwrap();
+    assert_eq!(reply[24], 0, "ACCEPT: {:?}", &reply[..n]);
+    s
+}
+
+/// START and the kernel log `klog` (LOG frames, LOG_END), then (separately) the dump's frames
+/// without END.
+fn log_and_dump_frames(klog: &[u8], m: &Machine) -> (Vec<u8>, Vec<u8>) {
+    let mut fw = FrameWriter::new(Wire(Vec::new()), "test").unwrap();
+    let mut lf = LogFramer::new(&mut fw);
+    let outcome = send_log(Some(klog), &mut lf);
+    lf.finish(&outcome).unwrap();
+    let head = std::mem::take(&mut fw.inner_mut().0);
+    {
+        let mut enc = FlatEncoder::new(&mut fw).unwrap();
+        m.dump(&mut enc);
+    }
+    (head, fw.inner_mut().0.clone())
+}
+
+#[test]
+fn kernel_log_is_on_disk_before_the_dump_and_survives_its_failure() {
+    let dir = tmpdir("log-first");
+    let server = Server::start(&dir, |_| {});
+    let klog = kernel_log(2000);
+    let m = machine(256, 11);
+    let (head, dump) = log_and_dump_frames(&klog, &m);
+    let mut s = hello(server.addr, "logfirst");
+    let d = || dir.join(&server.dumps()[0]);
+    // Only START and the log: dmesg.txt is there, whole, fsynced, before any DATA frame.
+    s.write_all(&head).unwrap();
+    wait_for("dmesg.txt", || d().join("dmesg.txt").exists());
+    assert!(fs::read(d().join("dmesg.txt")).unwrap() == klog);
+    assert_eq!(mode(&d().join("dmesg.txt")), 0o600);
+    assert!(!d().join(".dmesg.txt.partial").exists());
+    let info = fs::read_to_string(d().join("lifeboat.txt")).unwrap();
+    assert!(info.contains("kernel_log: streamed in LOG frames, whole: dmesg.txt ("), "{}", info);
+    assert!(info.contains("result: receiving"), "{}", info);
+    // Then half the dump, and the client is gone: the dump is incomplete, the log stays.
+    s.write_all(&dump[..dump.len() / 2]).unwrap();
+    drop(s);
+    wait_for("vmcore.incomplete", || d().join("vmcore.incomplete").exists());
+    wait_for("lifeboat.txt", || {
+        fs::read_to_string(d().join("lifeboat.txt")).unwrap().contains("result: incomplete")
+    });
+    assert!(fs::read(d().join("dmesg.txt")).unwrap() == klog);
+    assert!(!d().join("dmesg.txt.incomplete").exists());
+    let info = fs::read_to_string(d().join("lifeboat.txt")).unwrap();
+    assert!(info.contains("kernel_log: streamed in LOG frames, whole: dmesg.txt ("), "{}", info);
+    server.stop();
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn kernel_log_cut_off_is_kept_as_incomplete() {
+    let dir = tmpdir("log-cut");
+    let server = Server::start(&dir, |_| {});
+    let klog = kernel_log(2000);
+    let (head, _) = log_and_dump_frames(&klog, &machine(64, 12));
+    let mut s = hello(server.addr, "logcut");
+    // START, two full LOG frames and part of the third.
+    let cut = 65 + 2 * (24 + 16384 + 4) + 1000;
+    s.write_all(&head[..cut]).unwrap();
+    let d = || dir.join(&server.dumps()[0]);
+    wait_for(".dmesg.txt.partial", || {
+        fs::metadata(d().join(".dmesg.txt.partial")).is_ok_and(|m| m.len() == 2 * 16384)
+    });
+    drop(s);
+    wait_for("dmesg.txt.incomplete", || d().join("dmesg.txt.incomplete").exists());
+    wait_for("lifeboat.txt", || {
+        fs::read_to_string(d().join("lifeboat.txt")).unwrap().contains("result: incomplete")
+    });
+    assert!(!d().join("dmesg.txt").exists());
+    assert!(fs::read(d().join("dmesg.txt.incomplete")).unwrap() == klog[..2 * 16384]);
+    let info = fs::read_to_string(d().join("lifeboat.txt")).unwrap();
+    assert!(
+        info.contains(
+            "kernel_log: streamed in LOG frames, INCOMPLETE: dmesg.txt.incomplete (32768 bytes): \
+             the transfer ended before the LOG_END frame: the client closed the connection in \
+             the middle of a frame"
+        ),
+        "{}",
+        info
+    );
+    assert!(server.log_has("kernel log INCOMPLETE, kept as logcut-"));
+    server.stop();
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A connection whose sends fail once `limit` bytes have gone through it (the first one only).
+struct CutConn {
+    inner: TcpConn,
+    left: Option<usize>,
+}
+
+impl Conn for CutConn {
+    fn send_all(&mut self, b: &[u8]) -> Result<(), NetError> {
+        if let Some(left) = &mut self.left {
+            if b.len() > *left {
+                let n = *left;
+                let _ = self.inner.send_all(&b[..n]);
+                self.inner.close();
+                return Err(NetError::Reset);
+            }
+            *left -= b.len();
+        }
+        self.inner.send_all(b)
+    }
+    fn recv(&mut self, buf: &mut [u8], timeout_ms: u64) -> Result<usize, NetError> {
+        self.inner.recv(buf, timeout_ms)
+    }
+    fn close(&mut self) {
+        self.inner.close()
+    }
+}
+
+struct CutOnce {
+    inner: TcpConnector,
+    limit: Option<usize>,
+}
+
+impl Connector for CutOnce {
+    type Conn = CutConn;
+    fn connect(&mut self, timeout_ms: u64) -> Result<CutConn, NetError> {
+        Ok(CutConn { inner: self.inner.connect(timeout_ms)?, left: self.limit.take() })
+    }
+    fn now_ms(&mut self) -> u64 {
+        self.inner.now_ms()
+    }
+    fn sleep_ms(&mut self, ms: u64) {
+        self.inner.sleep_ms(ms)
+    }
+}
+
+#[test]
+fn connection_lost_during_the_log_then_whole_log_on_the_next_attempt() {
+    let dir = tmpdir("log-retry");
+    let server = Server::start(&dir, |_| {});
+    let m = machine(512, 13);
+    // HELLO (~200 bytes) and 40 KiB of the stream, i.e. inside the 110 KiB log.
+    let mut net = CutOnce { inner: TcpConnector::new(server.addr), limit: Some(40_000) };
+    let (outcome, log) = send_via(&mut net, "retry", &m);
+    assert!(matches!(outcome, NetOutcome::Stored { attempts: 2, .. }), "{:?}\n{:?}", outcome, log);
+    assert!(
+        log.iter().any(|l| l.starts_with("lost the connection at kernel log byte ")),
+        "{:?}",
+        log
+    );
+    let name = stored_name(&outcome);
+    let good = dir.join(&name).parent().unwrap().to_path_buf();
+    assert!(fs::read(good.join("dmesg.txt")).unwrap() == default_log());
+    assert!(fs::read(dir.join(&name)).unwrap() == m.expected());
+    // The first attempt: the part of the log that arrived, marked, and no dump data.
+    let dumps = server.dumps();
+    assert_eq!(dumps.len(), 2);
+    let first = dir.join(dumps.iter().find(|d| !name.starts_with(&format!("{d}/"))).unwrap());
+    wait_for("the first attempt's files", || first.join("dmesg.txt.incomplete").exists());
+    let part = fs::read(first.join("dmesg.txt.incomplete")).unwrap();
+    assert!(!part.is_empty() && default_log().starts_with(&part), "{} bytes", part.len());
+    assert!(!first.join("dmesg.txt").exists());
     server.stop();
     fs::remove_dir_all(&dir).unwrap();
 }

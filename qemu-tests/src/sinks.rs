@@ -380,8 +380,44 @@ fn run_net(
     let vmcore = std::fs::read(d.join("vmcore")).map_err(|e| format!("no vmcore in {}: {e}", d.display()))?;
     check_private(&d.join("vmcore"))?;
     details.push(verify_dump(&vmcore, &image, &format!("{name}/vmcore"))?);
+    details.push(no_kernel_log_explained(d, console, &server)?);
     let _ = std::fs::remove_dir_all(dir.join("mem"));
     Ok(())
+}
+
+/// Synthetic memory has no printk ring buffer: the capture kernel says so on the console and
+/// in the stream (a LOG_END frame with the reason and no text), the server writes neither
+/// `dmesg.txt` nor `dmesg.txt.incomplete` (its fallback, reading the stored dump, finds no log
+/// either), and `lifeboat.txt` explains both.
+fn no_kernel_log_explained(d: &Path, console: &[String], server: &Server) -> Result<String, Failed> {
+    must_say(console, "kernel log: sent 0 records (0 bytes), incomplete: ")
+        .or_else(|_| must_say(console, "kernel log: not sent ("))?;
+    for f in ["dmesg.txt", "dmesg.txt.incomplete", ".dmesg.txt.partial"] {
+        if d.join(f).exists() {
+            return Err(format!("{} exists, but synthetic memory has no kernel log", d.join(f).display()).into());
+        }
+    }
+    // The fallback runs after the STORED reply: wait a little for its lifeboat.txt.
+    let info_path = d.join("lifeboat.txt");
+    let t0 = std::time::Instant::now();
+    let line = loop {
+        let info = std::fs::read_to_string(&info_path).unwrap_or_default();
+        let line = info.lines().find(|l| l.starts_with("kernel_log: ")).map(String::from);
+        match line {
+            Some(l) if l.contains("in the stored vmcore") => break l,
+            _ if t0.elapsed() > Duration::from_secs(10) => {
+                return Err(format!("lifeboat.txt does not explain the missing kernel log:\n{info}").into())
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    if !line.starts_with("kernel_log: not sent by the capture kernel: ") {
+        return Err(format!("lifeboat.txt: {line:?}, expected the capture kernel's reason").into());
+    }
+    if !server.log_text().contains("no kernel log from the capture kernel: ") {
+        return Err("the server log does not say that the capture kernel sent no kernel log".into());
+    }
+    Ok(format!("no kernel log, explained: {line}"))
 }
 
 /// Directories 0700, files 0600.

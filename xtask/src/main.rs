@@ -24,7 +24,11 @@ fn usage() -> ExitCode {
          \n  qemu [--filter NAME] [--verbose]\
          \n                        run the capture kernel in QEMU on synthetic crashed memory\
          \n  test                  setup, cargo test, cargo xtask qemu\
-         \n  demo                  setup, build, capture a synthetic crash and show it"
+         \n  demo                  setup, build, capture a synthetic crash and show it\
+         \n  bench [--only sinks|pipeline|crashkernel] [--mib N]\
+         \n                        throughput, pipeline and crashkernel= tables\
+         \n  bench --vs-kdump [--reps N] [--mib 1024,4096]\
+         \n                        lifeboat against Debian's Linux kdump; writes docs/benchmarks.{{md,png}}"
     );
     ExitCode::from(2)
 }
@@ -137,28 +141,50 @@ fn e2e(args: &[String]) -> Result<(), String> {
     qemu_tests::e2e::run(&config).map(|_| ()).map_err(|e| format!("e2e failed: {e}"))
 }
 
-/// `cargo xtask bench [--only sinks|pipeline|crashkernel] [--mib N]`.
+/// `cargo xtask bench [--only sinks|pipeline|crashkernel] [--mib N]`, and
+/// `cargo xtask bench --vs-kdump [--reps N] [--mib 1024,4096]` (= `--only vs-kdump`): lifeboat
+/// against Debian's Linux kdump, which runs only when asked for (~15 minutes).
 fn bench(args: &[String]) -> Result<(), String> {
     setup::ensure_all()?;
     let mut only: Option<String> = None;
-    let mut mib = 1024u64;
+    let mut mib_arg: Option<String> = None;
+    let mut reps = 3usize;
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--only" => only = Some(it.next().ok_or("--only needs sinks, pipeline or crashkernel")?.clone()),
-            "--mib" => {
-                mib = it.next().and_then(|v| v.parse().ok()).filter(|&m| m >= 16).ok_or("--mib needs a number >= 16")?
-            }
+            "--only" => only = Some(it.next().ok_or("--only needs sinks, pipeline, crashkernel or vs-kdump")?.clone()),
+            "--vs-kdump" => only = Some("vs-kdump".into()),
+            "--mib" => mib_arg = Some(it.next().ok_or("--mib needs a value")?.clone()),
+            "--reps" => reps = it.next().and_then(|v| v.parse().ok()).filter(|&n| n >= 1).ok_or("--reps needs a number >= 1")?,
             _ => rest.push(a.clone()),
         }
     }
-    let part = |p: &str| only.as_deref().is_none_or(|o| o == p);
     if let Some(o) = &only {
-        if !["sinks", "pipeline", "crashkernel"].contains(&o.as_str()) {
-            return Err(format!("--only {o}: expected sinks, pipeline or crashkernel"));
+        if !["sinks", "pipeline", "crashkernel", "vs-kdump"].contains(&o.as_str()) {
+            return Err(format!("--only {o}: expected sinks, pipeline, crashkernel or vs-kdump"));
         }
     }
+    if only.as_deref() == Some("vs-kdump") {
+        let mibs: Vec<u64> = match &mib_arg {
+            None => vec![1024, 4096],
+            Some(v) => v
+                .split(',')
+                .map(|m| m.trim().parse().ok().filter(|&m: &u64| m >= 256))
+                .collect::<Option<Vec<u64>>>()
+                .ok_or("--mib needs guest sizes in MiB >= 256, comma-separated (e.g. 1024,4096)")?,
+        };
+        let config = e2e_config(&rest)?;
+        let vs = qemu_tests::e2e::vskdump::VsKdumpConfig { reps, mibs, docs_dir: Some(workspace_root().join("docs")) };
+        let report = qemu_tests::e2e::vskdump::run(&config, &vs).map_err(|e| format!("bench --vs-kdump: {e}"))?;
+        println!("\n==== cargo xtask bench --vs-kdump ====\n{}", report.table());
+        return Ok(());
+    }
+    let mib = match &mib_arg {
+        None => 1024u64,
+        Some(v) => v.parse().ok().filter(|&m| m >= 16).ok_or("--mib needs a number >= 16")?,
+    };
+    let part = |p: &str| only.as_deref().is_none_or(|o| o == p);
     let config = e2e_config(&rest)?;
     let mut out = String::new();
     if part("sinks") {

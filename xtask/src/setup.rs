@@ -14,6 +14,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("kexec", "kexec-tools"),
     ("busybox", "busybox-static"),
     ("dpkg-deb", "dpkg"),
+    // `bench --vs-kdump`: the ext4 dump disk of the Linux kdump side (mke2fs) and reading it back (debugfs).
+    ("mke2fs", "e2fsprogs"),
+    ("debugfs", "e2fsprogs"),
 ];
 
 fn have(cmd: &str) -> bool {

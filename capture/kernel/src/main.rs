@@ -12,6 +12,7 @@ extern crate alloc;
 
 mod blk;
 mod console;
+mod klog;
 mod net;
 mod oldmem;
 mod virtio;
@@ -336,7 +337,7 @@ impl DumpObserver for ConsoleProgress {
         if self.counting {
             self.counting = false;
             log!(
-                "writing {} pages ({} MiB) after {} s choosing",
+                "writing {} pages ({} MiB); headers, bitmaps and choosing the pages took {} s",
                 p.pages_total,
                 mib(p.pages_total * self.page_size),
                 tenths(now.saturating_sub(self.t0), 1_000_000)
@@ -444,6 +445,10 @@ enum Attempt {
     Unavailable(String),
 }
 
+/// Why a stream carries no kernel log when `Job::kernel` is `None` (the console said more
+/// when the capture began).
+const KLOG_WHY_NOT: &str = "the crashed kernel's VMCOREINFO or page tables are missing or unusable";
+
 fn run_serial(opts: &CaptureOptions, job: &Job) -> Attempt {
     let own_port = if opts.serial.port == arch::serial::COM1 {
         None
@@ -465,6 +470,14 @@ fn run_serial(opts: &CaptureOptions, job: &Job) -> Attempt {
         Ok(f) => f,
         Err(e) => return Attempt::Unavailable(format!("serial: {}", e)),
     };
+    // The crashed kernel's whole log first (LOG frames, LOG_END), then the dump.
+    {
+        let mut framer = lifeboat_capture::frame::LogFramer::new(&mut frames);
+        let outcome = klog::send(job.kernel, KLOG_WHY_NOT, &mut framer);
+        if let Err(e) = framer.finish(&outcome) {
+            log!("serial: the kernel log could not be sent: {}", e);
+        }
+    }
     let ((summary, sink_error), flat_result) = {
         let mut flat = match FlatEncoder::new(&mut frames) {
             Ok(f) => f,
@@ -536,8 +549,11 @@ fn run_net(target: &NetTarget, opts: &CaptureOptions, job: &Job) -> Attempt {
     };
     let mut connector = net::TcpConnector(Rc::new(RefCell::new(stack)));
     let policy = RetryPolicy { wait_ms: u64::from(opts.net.wait_secs) * 1000, reply_timeout_ms: 120_000 };
+    let mut log_once =
+        |out: &mut dyn lifeboat_capture::frame::LogWrite| klog::send(job.kernel, KLOG_WHY_NOT, out);
     let mut dump_once = |sink: &mut dyn RecordSink| job.write(sink).0;
-    let outcome = netproto::send_dump(&mut connector, &identity, &policy, &mut net::log_event, &mut dump_once);
+    let outcome =
+        netproto::send_dump(&mut connector, &identity, &policy, &mut net::log_event, &mut log_once, &mut dump_once);
     let place = format!("to dump server {}", target);
     match outcome {
         NetOutcome::Stored { name, summary, attempts, stream_bytes } => Attempt::Ran(SinkRun {

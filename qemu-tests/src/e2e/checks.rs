@@ -413,6 +413,56 @@ pub fn console_text(serial: &[u8]) -> Vec<String> {
     out
 }
 
+/// The kernel log a host tool stored from the capture kernel's LOG frames (`streamed`:
+/// `lifeboat receive`'s `vmcore.dmesg.txt`, `lifeboat serve`'s `dmesg.txt`) is byte for byte
+/// what `makedumpfile --dump-dmesg` extracts from the dump that came with it (`vmcore`).
+/// makedumpfile's output goes to `<dir>/<reference>`. Returns a one-line summary.
+pub fn streamed_dmesg_matches_makedumpfile(
+    dir: &Path,
+    vmcore: &Path,
+    streamed: &Path,
+    reference: &str,
+) -> Result<String, String> {
+    let ours = std::fs::read(streamed).map_err(|e| {
+        format!(
+            "no kernel log from the LOG frames ({}): {e}",
+            streamed.display()
+        )
+    })?;
+    let out = dir.join(reference);
+    let _ = std::fs::remove_file(&out); // makedumpfile refuses to overwrite
+    let mut c = Command::new(qemu::makedumpfile_binary());
+    c.arg("--dump-dmesg").arg(vmcore).arg(&out);
+    let stem = reference.trim_end_matches(".txt");
+    let (so, se) = (
+        dir.join(format!("{stem}.stdout")),
+        dir.join(format!("{stem}.stderr")),
+    );
+    let fin = run_with_timeout(c, None, &so, &se, Duration::from_secs(300))?;
+    if fin.timed_out || fin.code() != Some(0) {
+        return Err(format!(
+            "`makedumpfile --dump-dmesg` exited {:?}:\n{}",
+            fin.code(),
+            tail_of(&se, 10)
+        ));
+    }
+    let theirs = std::fs::read(&out).map_err(|e| format!("makedumpfile wrote nothing: {e}"))?;
+    if ours != theirs {
+        return Err(crate::scenario::first_difference(
+            &format!("the streamed log {}", streamed.display()),
+            &ours,
+            "makedumpfile --dump-dmesg of the same vmcore",
+            &theirs,
+        ));
+    }
+    let name = streamed.file_name().unwrap_or_default().to_string_lossy();
+    Ok(format!(
+        "{name} (from the LOG frames, {} bytes, {} lines) = makedumpfile --dump-dmesg",
+        ours.len(),
+        ours.iter().filter(|&&b| b == b'\n').count()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

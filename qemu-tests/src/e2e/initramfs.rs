@@ -70,6 +70,14 @@ wait_for() {
         sleep 0.2
     done
 }
+# e2e.lbopt=<lifeboat option> (repeatable): more options for `lifeboat load` (the bench's
+# lifeboat.level=31 lifeboat.action=poweroff).
+lbopts=
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+    e2e.lbopt=*) lbopts="$lbopts ${w#e2e.lbopt=}" ;;
+    esac
+done
 sinkopt=
 if [ -n "$sink" ]; then
     for m in $(cat /modules/order); do
@@ -98,13 +106,23 @@ if [ -n "$sink" ]; then
 fi
 case "$mode" in
 file)
-    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_file_load lifeboat.action=halt $sinkopt || fail "lifeboat load (kexec_file_load) exit $?"
+    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_file_load lifeboat.action=halt $sinkopt $lbopts || fail "lifeboat load (kexec_file_load) exit $?"
     ;;
 load)
-    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_load lifeboat.action=halt $sinkopt || fail "lifeboat load (kexec_load) exit $?"
+    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_load lifeboat.action=halt $sinkopt $lbopts || fail "lifeboat load (kexec_load) exit $?"
     ;;
 stock)
     /sbin/kexec -p /lifeboat/bzImage --append="lifeboat.action=halt" || fail "kexec -p exit $?"
+    ;;
+kdump)
+    # Linux kdump as Debian's kdump-tools arms it (kdump-config load): the same kernel as the
+    # capture kernel, its own initramfs, and the running kernel's command line without
+    # crashkernel= plus KDUMP_CMDLINE_APPEND (kdump-tools 1.8.1's default, less systemd.unit=: this
+    # initramfs has no systemd).
+    [ -f /kdump/vmlinuz ] || fail "no /kdump/vmlinuz in this initramfs (only the vs-kdump bench builds one)"
+    kcmd="$(sed -E 's/(^| )(crashkernel|hugepages|hugepagesz)=[^ ]*//g' /proc/cmdline) reset_devices nr_cpus=1 irqpoll usbcore.nousb"
+    echo "e2e: kexec -p /kdump/vmlinuz --initrd=/kdump/initrd.cpio --command-line=\"$kcmd\""
+    /sbin/kexec -p /kdump/vmlinuz --initrd=/kdump/initrd.cpio --command-line="$kcmd" || fail "kexec -p (Linux kdump) exit $?"
     ;;
 *)
     fail "unknown e2e.load=$mode"
@@ -112,7 +130,7 @@ stock)
 esac
 loaded=$(cat /sys/kernel/kexec_crash_loaded)
 [ "$loaded" = 1 ] || fail "/sys/kernel/kexec_crash_loaded is $loaded after loading"
-if [ "$mode" != stock ]; then
+if [ "$mode" != stock ] && [ "$mode" != kdump ]; then
     /lifeboat/lifeboat status
     echo "e2e: lifeboat status exit $?"
 fi
@@ -141,6 +159,29 @@ pub fn build(
     bzimage: &Path,
     lifeboat_guest: Option<&Path>,
 ) -> Result<Vec<u8>, String> {
+    Ok(writer(inputs, bzimage, lifeboat_guest)?.finish())
+}
+
+/// The first kernel's initramfs of `cargo xtask bench --vs-kdump`: [`build`]'s, plus Linux
+/// kdump's capture kernel and initramfs in `/kdump/` for `e2e.load=kdump`.
+pub fn build_vs_kdump(
+    inputs: &Inputs,
+    bzimage: &Path,
+    lifeboat_guest: Option<&Path>,
+    kdump_initrd: &[u8],
+) -> Result<Vec<u8>, String> {
+    let mut w = writer(inputs, bzimage, lifeboat_guest)?;
+    w.dir("kdump");
+    w.file("kdump/vmlinuz", 0o644, &read(&inputs.vmlinuz)?);
+    w.file("kdump/initrd.cpio", 0o644, kdump_initrd);
+    Ok(w.finish())
+}
+
+fn writer(
+    inputs: &Inputs,
+    bzimage: &Path,
+    lifeboat_guest: Option<&Path>,
+) -> Result<CpioWriter, String> {
     let mut w = CpioWriter::new();
     for d in ["bin", "sbin", "dev", "proc", "sys", "tmp", "lifeboat"] {
         w.dir(d);
@@ -176,6 +217,94 @@ pub fn build(
         }
         w.file("lifeboat/lifeboat", 0o755, &bytes);
     }
+    Ok(w)
+}
+
+/// Lines Linux kdump's capture initramfs prints.
+pub const MARK_KDUMP_INIT: &str = "kdump: capture initramfs";
+pub const MARK_KDUMP_DONE: &str = "kdump: dump complete";
+pub const MARK_KDUMP_FAILED: &str = "kdump: failed";
+/// Where the capture initramfs writes the dump, on the ext4 file system of the only
+/// virtio-blk disk.
+pub const KDUMP_FILE: &str = "vmcore";
+
+/// Linux kdump's capture initramfs `/init`: what kdump-tools' dump service does, reduced to
+/// the dump itself: load the virtio modules, mount the dump disk (`/dev/vda`, ext4 made on the
+/// host), `makedumpfile -c -d 31 /proc/vmcore` (kdump-tools' default MAKEDUMP_ARGS) to a file
+/// on it, `sync`, print [`MARK_KDUMP_DONE`], power off.
+pub const KDUMP_INIT_SCRIPT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+fail() {
+    echo "kdump: failed: $*"
+    poweroff -f
+    sleep 10
+    exit 1
+}
+echo "kdump: capture initramfs /init, kernel $(uname -r), $(grep MemTotal /proc/meminfo | tr -s ' ')"
+[ -e /proc/vmcore ] || fail "no /proc/vmcore"
+for m in $(cat /modules/order); do
+    insmod /modules/$m.ko || fail "insmod $m.ko exit $?"
+done
+i=0
+while [ ! -b /dev/vda ]; do
+    i=$((i + 1))
+    [ $i -le 100 ] || fail "no /dev/vda 10 s after loading virtio_blk"
+    sleep 0.1
+done
+mkdir -p /mnt
+mount -t ext4 /dev/vda /mnt || fail "mount /dev/vda exit $?"
+makedumpfile -c -d 31 /proc/vmcore /mnt/vmcore
+rc=$?
+sync
+[ $rc = 0 ] || fail "makedumpfile exit $rc"
+echo "kdump: dump complete: makedumpfile exit 0, synced: $(ls -l /mnt/vmcore | tr -s ' ')"
+umount /mnt
+poweroff -f
+sleep 10
+"#;
+
+/// Linux kdump's capture initramfs (uncompressed newc): busybox, makedumpfile with its
+/// interpreter and libraries from Debian's packages, the virtio modules the disk needs, and
+/// [`KDUMP_INIT_SCRIPT`].
+pub fn build_kdump_initrd(
+    inputs: &Inputs,
+    kdump: &super::inputs::KdumpInputs,
+) -> Result<Vec<u8>, String> {
+    let mut w = CpioWriter::new();
+    for d in [
+        "bin", "sbin", "dev", "proc", "sys", "tmp", "mnt", "usr", "usr/sbin", "var", "var/tmp",
+    ] {
+        w.dir(d);
+    }
+    w.char_dev("dev/console", 0o600, 5, 1);
+    w.file("init", 0o755, KDUMP_INIT_SCRIPT.as_bytes());
+    w.file("bin/busybox", 0o755, &read(&inputs.busybox)?);
+    w.file("usr/sbin/makedumpfile", 0o755, &read(&kdump.makedumpfile)?);
+    for (guest_path, host) in &kdump.libs {
+        parents(&mut w, guest_path);
+        w.file(guest_path, 0o755, &read(host)?);
+    }
+    w.dir(MODULE_DIR);
+    let mut order = String::new();
+    // The disk's modules only (virtio_net and its failover helpers are not needed).
+    for m in inputs
+        .modules
+        .iter()
+        .filter(|m| !m.name.contains("net") && !m.name.contains("failover"))
+    {
+        w.file(
+            &format!("{MODULE_DIR}/{}.ko", m.name),
+            0o644,
+            &read(&m.path)?,
+        );
+        order.push_str(&m.name);
+        order.push('\n');
+    }
+    w.file(MODULE_ORDER, 0o644, order.as_bytes());
     Ok(w.finish())
 }
 

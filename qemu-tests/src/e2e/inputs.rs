@@ -269,7 +269,10 @@ fn cached_deb(
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let ver = name.strip_prefix(&prefix)?.strip_suffix("_amd64.deb")?;
+                let ver = name
+                    .strip_prefix(&prefix)?
+                    .strip_suffix("_amd64.deb")
+                    .or_else(|| name.strip_prefix(&prefix)?.strip_suffix("_all.deb"))?;
                 if version.is_some_and(|v| version_in_filename(v) != ver) {
                     return None;
                 }
@@ -307,10 +310,9 @@ fn cached_deb(
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let p = find()
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("`apt-get download {spec}` wrote no {package}_*_amd64.deb"))?;
+    let p = find().into_iter().next().ok_or_else(|| {
+        format!("`apt-get download {spec}` wrote no {package}_*_amd64.deb (or _all.deb)")
+    })?;
     if !deb_is_intact(&p) {
         return Err(format!("{} is damaged right after download", p.display()));
     }
@@ -594,6 +596,264 @@ fn sink_modules(
         .collect())
 }
 
+/// The package of Linux kdump's dump tool (`cargo xtask bench --vs-kdump`): its capture
+/// initramfs runs makedumpfile from this package, with the libraries of the packages it
+/// depends on (all from the same Debian release, by `apt-get download`).
+pub const KDUMP_TOOL_PACKAGE: &str = "makedumpfile";
+
+/// makedumpfile and its shared libraries, extracted from Debian packages into
+/// `<cache>/kdump-root/`.
+#[derive(Clone, Debug)]
+pub struct KdumpInputs {
+    /// Every package extracted: (name, version), makedumpfile first.
+    pub packages: Vec<(String, String)>,
+    /// `usr/sbin/makedumpfile` (or wherever the package puts it) in the extracted tree.
+    pub makedumpfile: PathBuf,
+    /// The ELF interpreter and every `DT_NEEDED` library, transitively: (path in the guest,
+    /// file in the extracted tree). Libraries go to `/lib/x86_64-linux-gnu/<soname>`, the
+    /// interpreter to its `PT_INTERP` path.
+    pub libs: Vec<(String, PathBuf)>,
+}
+
+/// The library packages named in a `Depends` field: the first alternative of each, without
+/// version or architecture qualifier, only `lib*` and `zlib*` (makedumpfile also depends on
+/// `perl:any` for a helper script the capture does not use).
+pub fn parse_lib_depends(depends: &str) -> Vec<String> {
+    depends
+        .split(',')
+        .filter_map(|d| {
+            let first = d.split('|').next()?.trim();
+            let name = first.split_whitespace().next()?;
+            let name = name.split(':').next()?;
+            (name.starts_with("lib") || name.starts_with("zlib")).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// The `DT_NEEDED` names of an ELF64 little-endian file (empty for a static one).
+pub fn elf_needed(b: &[u8]) -> Result<Vec<String>, String> {
+    let u16_at = |o: usize| {
+        b.get(o..o + 2)
+            .map(|s| u16::from_le_bytes(s.try_into().unwrap()) as usize)
+    };
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+    };
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 || b[5] != 1 {
+        return Err("not a little-endian ELF64 file".into());
+    }
+    let bad = || "truncated ELF program headers".to_string();
+    let phoff = u64_at(0x20).ok_or_else(bad)? as usize;
+    let phnum = u16_at(0x38).ok_or_else(bad)?;
+    let mut loads = Vec::new();
+    let mut dynamic = None;
+    for i in 0..phnum {
+        let p = phoff + i * 56;
+        let ty = u32_at(p).ok_or_else(bad)?;
+        let off = u64_at(p + 8).ok_or_else(bad)?;
+        let vaddr = u64_at(p + 16).ok_or_else(bad)?;
+        let filesz = u64_at(p + 32).ok_or_else(bad)?;
+        match ty {
+            1 => loads.push((vaddr, off, filesz)),
+            2 => dynamic = Some((off as usize, filesz as usize)),
+            _ => {}
+        }
+    }
+    let Some((dyn_off, dyn_len)) = dynamic else {
+        return Ok(vec![]);
+    };
+    let (mut needed, mut strtab) = (Vec::new(), None);
+    for e in (dyn_off..dyn_off + dyn_len).step_by(16) {
+        let (tag, val) = (u64_at(e).ok_or_else(bad)?, u64_at(e + 8).ok_or_else(bad)?);
+        match tag {
+            0 => break,
+            1 => needed.push(val as usize),
+            5 => strtab = Some(val),
+            _ => {}
+        }
+    }
+    let strtab = strtab.ok_or("no DT_STRTAB")?;
+    let str_off = loads
+        .iter()
+        .find(|(v, _, sz)| (*v..v + sz).contains(&strtab))
+        .map(|(v, off, _)| (strtab - v + off) as usize)
+        .ok_or("DT_STRTAB is outside every PT_LOAD")?;
+    needed
+        .iter()
+        .map(|&n| {
+            let s = b
+                .get(str_off + n..)
+                .ok_or("DT_NEEDED name outside the file")?;
+            let end = s
+                .iter()
+                .position(|&c| c == 0)
+                .ok_or("unterminated DT_NEEDED name")?;
+            Ok(String::from_utf8_lossy(&s[..end]).into_owned())
+        })
+        .collect()
+}
+
+/// `path` (absolute, as the guest sees it) inside `root`, following symlinks the way the
+/// guest would (absolute targets from `root`): the regular file it names, if any.
+pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut todo: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(String::from)
+        .collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+        let host = root.join(cur.join("/"));
+        let meta = std::fs::symlink_metadata(&host).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(&host).ok()?;
+            let target = target.to_string_lossy().into_owned();
+            cur.pop();
+            if target.starts_with('/') {
+                cur.clear();
+            }
+            todo.extend(
+                target
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                    .rev()
+                    .map(String::from),
+            );
+        }
+    }
+    let host = root.join(cur.join("/"));
+    host.is_file().then_some(host)
+}
+
+/// Download (once) makedumpfile and the library packages it depends on, transitively, extract
+/// them into `<cache>/kdump-root/` (redone when the set of packages changes), and find the
+/// ELF interpreter and every library makedumpfile needs in that tree.
+pub fn prepare_kdump(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<KdumpInputs, String> {
+    std::fs::create_dir_all(cache_dir)
+        .map_err(|e| format!("cannot create {}: {e}", cache_dir.display()))?;
+    let mut queue = vec![KDUMP_TOOL_PACKAGE.to_string()];
+    let mut debs: Vec<(String, String, PathBuf)> = Vec::new();
+    while let Some(pkg) = queue.pop() {
+        if debs.iter().any(|(n, _, _)| *n == pkg) {
+            continue;
+        }
+        if debs.len() > 40 {
+            return Err(format!(
+                "more than 40 packages behind {KDUMP_TOOL_PACKAGE}: {queue:?}"
+            ));
+        }
+        let deb = cached_deb(cache_dir, &pkg, None, log)?;
+        let version = deb_field(&deb, "Version")?;
+        for field in ["Pre-Depends", "Depends"] {
+            let deps = deb_field(&deb, field)?;
+            for d in parse_lib_depends(&deps).into_iter().rev() {
+                queue.push(d);
+            }
+        }
+        debs.push((pkg, version, deb));
+    }
+    let root = cache_dir.join("kdump-root");
+    let stamp_text: String = debs.iter().map(|(n, v, _)| format!("{n} {v}\n")).collect();
+    let stamp = root.join(".packages");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(stamp_text.as_str()) {
+        log(format!(
+            "extracting {} into {}",
+            debs.iter()
+                .map(|(n, v, _)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            root.display()
+        ));
+        let scratch = cache_dir.join("kdump-root.extracting");
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+        for (_, _, deb) in &debs {
+            let out = run_output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&scratch))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "dpkg-deb -x {} failed: {}",
+                    deb.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        std::fs::write(scratch.join(".packages"), &stamp_text).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::rename(&scratch, &root).map_err(|e| format!("{}: {e}", root.display()))?;
+    }
+    let makedumpfile = [
+        "/usr/sbin/makedumpfile",
+        "/usr/bin/makedumpfile",
+        "/sbin/makedumpfile",
+        "/bin/makedumpfile",
+    ]
+    .iter()
+    .find_map(|p| resolve_in_root(&root, p))
+    .ok_or_else(|| format!("no makedumpfile binary in {}", root.display()))?;
+    let bin =
+        std::fs::read(&makedumpfile).map_err(|e| format!("{}: {e}", makedumpfile.display()))?;
+    let interp =
+        elf_interpreter(&bin).ok_or("makedumpfile has no ELF interpreter (a static build?)")?;
+    let mut libs = vec![(
+        interp.clone(),
+        resolve_in_root(&root, &interp).ok_or_else(|| {
+            format!("the ELF interpreter {interp} is in none of the extracted packages")
+        })?,
+    )];
+    let mut todo = elf_needed(&bin).map_err(|e| format!("{}: {e}", makedumpfile.display()))?;
+    while let Some(soname) = todo.pop() {
+        let guest = format!("/lib/x86_64-linux-gnu/{soname}");
+        if libs.iter().any(|(g, _)| *g == guest) {
+            continue;
+        }
+        let host = [
+            "lib/x86_64-linux-gnu",
+            "usr/lib/x86_64-linux-gnu",
+            "lib",
+            "usr/lib",
+        ]
+        .iter()
+        .find_map(|d| resolve_in_root(&root, &format!("/{d}/{soname}")))
+        .ok_or_else(|| {
+            format!(
+                "makedumpfile needs {soname}, which none of the extracted packages ({}) has",
+                debs.iter()
+                    .map(|(n, _, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let bytes = std::fs::read(&host).map_err(|e| format!("{}: {e}", host.display()))?;
+        todo.extend(elf_needed(&bytes).map_err(|e| format!("{}: {e}", host.display()))?);
+        libs.push((guest, host));
+    }
+    Ok(KdumpInputs {
+        packages: debs.into_iter().map(|(n, v, _)| (n, v)).collect(),
+        makedumpfile,
+        libs,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -737,6 +997,49 @@ mod tests {
         let mut bad = ko.clone();
         bad[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(modinfo(&bad).is_err());
+    }
+
+    #[test]
+    fn library_dependencies_of_makedumpfile() {
+        assert_eq!(
+            parse_lib_depends("perl:any, libc6 (>= 2.34), libdw1 (>= 0.143), zlib1g (>= 1:1.2.0) | foo, libelf1:amd64"),
+            ["libc6", "libdw1", "zlib1g", "libelf1"]
+        );
+    }
+
+    #[test]
+    fn needed_libraries_of_a_host_binary() {
+        // Any dynamically linked host binary will do: the shell's needs include libc.
+        let sh = std::fs::read("/bin/sh").unwrap();
+        if elf_interpreter(&sh).is_some() {
+            let n = elf_needed(&sh).unwrap();
+            assert!(n.iter().any(|l| l.starts_with("libc.so")), "{n:?}");
+        }
+        assert!(elf_needed(b"not an elf").is_err());
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("e2e-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(root.join("lib64")).unwrap();
+        std::fs::write(root.join("lib/x86_64-linux-gnu/libz.so.1.2.13"), b"z").unwrap();
+        std::os::unix::fs::symlink(
+            "libz.so.1.2.13",
+            root.join("lib/x86_64-linux-gnu/libz.so.1"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/lib/x86_64-linux-gnu/libz.so.1", root.join("lib64/ld.so"))
+            .unwrap();
+        let want = root.join("lib/x86_64-linux-gnu/libz.so.1.2.13");
+        assert_eq!(
+            resolve_in_root(&root, "/lib/x86_64-linux-gnu/libz.so.1"),
+            Some(want.clone())
+        );
+        assert_eq!(resolve_in_root(&root, "/lib64/ld.so"), Some(want));
+        assert_eq!(resolve_in_root(&root, "/lib64/../lib64/nope"), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

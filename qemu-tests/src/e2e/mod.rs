@@ -13,6 +13,7 @@
 //!   [`checks`]: every check. See `qemu-tests/E2E.md`.
 
 pub mod bench;
+pub mod chart;
 pub mod checks;
 pub mod cpio;
 pub mod dump_layout;
@@ -23,6 +24,7 @@ pub mod initramfs;
 pub mod inputs;
 pub mod loader_checks;
 pub mod sink;
+pub mod vskdump;
 
 use std::fmt;
 use std::ops::Range;

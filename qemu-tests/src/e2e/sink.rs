@@ -137,11 +137,18 @@ impl SinkHost {
         let vmcore = dir.join("vmcore");
         match self {
             SinkHost::Serial => {
-                let c = check(
-                    "lifeboat receive",
-                    super::checks::receive(lifeboat_host, dir),
-                );
-                (c, Some(vmcore))
+                // The dump, and the crashed kernel's log that came first in the stream
+                // (`vmcore.dmesg.txt`, from the LOG frames) = makedumpfile's view of the dump.
+                let r = super::checks::receive(lifeboat_host, dir).and_then(|got| {
+                    let log = super::checks::streamed_dmesg_matches_makedumpfile(
+                        dir,
+                        &vmcore,
+                        &dir.join("vmcore.dmesg.txt"),
+                        "received-dmesg.makedumpfile.txt",
+                    )?;
+                    Ok(format!("{got}; {log}"))
+                });
+                (check("lifeboat receive", r), Some(vmcore))
             }
             SinkHost::Blk { disk } => {
                 let r = fetch(lifeboat_host, dir, disk, &vmcore, verdict);
@@ -220,7 +227,9 @@ fn fetch(
 
 /// The server stored exactly one dump, `<host>-<time>/vmcore`, the directory 0700 and the file
 /// 0600, and next to it `dmesg.txt` (0600) equal byte for byte to what `makedumpfile
-/// --dump-dmesg` extracts from that vmcore. Returns the summary and the vmcore.
+/// --dump-dmesg` extracts from that vmcore; `lifeboat.txt` says that `dmesg.txt` is the log
+/// streamed in LOG frames (not derived from the vmcore afterwards). Returns the summary and
+/// the vmcore.
 fn served(server: &Server, dir: &Path, verdict: &str) -> Result<(String, PathBuf), String> {
     complete(verdict)?;
     let dirs = server.dump_dirs();
@@ -280,9 +289,25 @@ fn served(server: &Server, dir: &Path, verdict: &str) -> Result<(String, PathBuf
             &theirs,
         ));
     }
+    let info = std::fs::read_to_string(d.join("lifeboat.txt"))
+        .map_err(|e| format!("{name}/lifeboat.txt: {e}"))?;
+    let streamed = "kernel_log: streamed in LOG frames, whole: dmesg.txt (";
+    let Some(how) = info.lines().find(|l| l.starts_with("kernel_log: ")) else {
+        return Err(format!(
+            "{name}/lifeboat.txt has no kernel_log: line:\n{info}"
+        ));
+    };
+    if !how.starts_with(streamed) {
+        return Err(format!(
+            "{name}/dmesg.txt is not the log streamed in LOG frames; lifeboat.txt says {how:?}"
+        ));
+    }
+    if !server.log_text().contains("kernel log stored as ") {
+        return Err("the server log does not say the kernel log came in LOG frames".into());
+    }
     Ok((
         format!(
-            "verdict {verdict}, {name}/vmcore {size} bytes (dir 0700, file 0600; files {}); dmesg.txt = makedumpfile --dump-dmesg ({} bytes)",
+            "verdict {verdict}, {name}/vmcore {size} bytes (dir 0700, file 0600; files {}); dmesg.txt (streamed in LOG frames) = makedumpfile --dump-dmesg ({} bytes)",
             files.join(" "),
             ours.len()
         ),
