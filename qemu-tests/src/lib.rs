@@ -143,9 +143,13 @@ fn check_tool(program: &str, arg: &str, what: &str) -> Result<(), SuiteError> {
 /// Run every scenario selected by `cfg.filter`, printing progress and a report to stdout.
 /// `Ok` only if all of them passed.
 pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
+    // Without a filter: every scenario but the slow ones that run only when named.
     let selected: Vec<_> = scenario::all()
         .into_iter()
-        .filter(|s| cfg.filter.as_deref().is_none_or(|f| s.name.contains(f)))
+        .filter(|s| match cfg.filter.as_deref() {
+            None => !s.on_request_only(),
+            Some(f) => s.name.contains(f),
+        })
         .collect();
     if selected.is_empty() {
         return Err(SuiteError::NoScenario {
@@ -159,10 +163,14 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
             cfg.capture_elf.display()
         )));
     }
-    if selected
-        .iter()
-        .any(|s| matches!(s.kind, scenario::Kind::Dump { .. } | scenario::Kind::Sink(_)))
-    {
+    if selected.iter().any(|s| {
+        matches!(
+            s.kind,
+            scenario::Kind::Dump { .. }
+                | scenario::Kind::Sink(_)
+                | scenario::Kind::BoundedMemory { .. }
+        )
+    }) {
         if !cfg.lifeboat_bin.is_file() {
             return Err(SuiteError::Setup(format!(
                 "lifeboat binary {} does not exist; build the loader first",

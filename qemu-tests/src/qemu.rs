@@ -84,6 +84,9 @@ pub fn run_with_timeout(
     }
 }
 
+/// Guest RAM from which [`QemuBoot::command_with_ram`] uses a `reserve=off` memory backend.
+pub const BIG_GUEST_RAM: u64 = 4 << 30;
+
 /// One QEMU boot of the capture kernel.
 pub struct QemuBoot<'a> {
     pub capture_elf: &'a Path,
@@ -98,8 +101,15 @@ pub struct QemuBoot<'a> {
 impl QemuBoot<'_> {
     /// Guest RAM: 512 MiB (`synth::GUEST_RAM_BYTES`), more when the blobs reach higher.
     pub fn guest_mib(&self) -> u64 {
+        (crate::synth::GUEST_RAM_BYTES >> 20).max(self.guest_mib_needed())
+    }
+
+    /// MiB of guest RAM the blobs need: 32 MiB above the highest one, because the firmware
+    /// (SeaBIOS) keeps its tables in the top 16 MiB of RAM and writes into the 120 KiB below
+    /// them during boot ([`crate::synth::FIRMWARE_TOP_RESERVE`]).
+    fn guest_mib_needed(&self) -> u64 {
         let end = self.blobs.iter().map(|b| b.addr + b.len).max().unwrap_or(0);
-        (crate::synth::GUEST_RAM_BYTES >> 20).max(end.div_ceil(1 << 20) + 16)
+        end.div_ceil(1 << 20) + (crate::synth::FIRMWARE_TOP_RESERVE >> 20)
     }
 
     pub fn serial_path(&self) -> PathBuf {
@@ -107,14 +117,32 @@ impl QemuBoot<'_> {
     }
 
     pub fn command(&self) -> Command {
+        self.command_with_ram(self.guest_mib() << 20)
+    }
+
+    /// [`Self::command`] with exactly `ram_bytes` of guest RAM (a whole number of MiB; at
+    /// least what the blobs need). From [`BIG_GUEST_RAM`] on, the RAM is an explicit
+    /// `memory-backend-ram` with `reserve=off` (`MAP_NORESERVE`): QEMU's plain `-m 64G` is
+    /// refused by the kernel's overcommit heuristic on a host with less memory, while untouched
+    /// guest RAM costs the host nothing (pages the guest only reads map the shared zero page).
+    pub fn command_with_ram(&self, ram_bytes: u64) -> Command {
+        let mib = (ram_bytes >> 20).max(self.guest_mib_needed());
         let mut c = Command::new(qemu_binary());
+        if mib << 20 >= BIG_GUEST_RAM {
+            c.args([
+                "-object",
+                &format!("memory-backend-ram,id=lbram,size={mib}M,reserve=off"),
+                "-M",
+                "pc,memory-backend=lbram",
+            ]);
+        } else {
+            c.args(["-M", "pc"]);
+        }
         c.args([
-            "-M",
-            "pc",
             "-accel",
             "tcg",
             "-m",
-            &format!("{}M", self.guest_mib()),
+            &format!("{mib}M"),
             "-smp",
             "1",
             "-display",
@@ -139,9 +167,18 @@ impl QemuBoot<'_> {
     }
 
     pub fn run(&self) -> Result<Finished, String> {
+        self.run_command(self.command())
+    }
+
+    /// [`Self::run`] with exactly `ram_bytes` of guest RAM ([`Self::command_with_ram`]).
+    pub fn run_with_ram(&self, ram_bytes: u64) -> Result<Finished, String> {
+        self.run_command(self.command_with_ram(ram_bytes))
+    }
+
+    fn run_command(&self, cmd: Command) -> Result<Finished, String> {
         let _ = std::fs::remove_file(self.serial_path());
         run_with_timeout(
-            self.command(),
+            cmd,
             None,
             &self.dir.join("qemu.stdout"),
             &self.dir.join("qemu.stderr"),
@@ -222,6 +259,49 @@ pub fn kernel_throughput(lines: &[String]) -> Option<String> {
     None
 }
 
+/// What the capture kernel says about its own memory: the runtime memory of its image
+/// (first line), and at the end of each capture the heap peak, the heap size and the
+/// page-table frames used (all in KiB).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelMemory {
+    pub image_kib: u64,
+    pub runtime_kib: u64,
+    pub heap_peak_kib: u64,
+    pub heap_kib: u64,
+    pub page_tables_kib: u64,
+}
+
+/// The number right after `key` in `line` (`"… heap peak 123 KiB"` → 123 for "heap peak ").
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// [`KernelMemory`] from the console: the first `runtime memory` line and the last
+/// `heap peak` line. `None` if either is missing.
+pub fn kernel_memory(lines: &[String]) -> Option<KernelMemory> {
+    let first = lines.iter().find(|l| l.contains("runtime memory "))?;
+    let end = lines.iter().rev().find(|l| l.contains("heap peak "))?;
+    Some(KernelMemory {
+        image_kib: number_after(first, ": image ")?,
+        runtime_kib: number_after(first, "runtime memory ")?,
+        heap_peak_kib: number_after(end, "heap peak ")?,
+        heap_kib: number_after(end, " KiB of ")?,
+        page_tables_kib: number_after(end, "page tables ")?,
+    })
+}
+
+/// The capture kernel's own timing of the last dump: `dumped N MiB of RAM in T s` → T.
+pub fn dump_seconds(lines: &[String]) -> Option<f64> {
+    let l = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("dumped ") && l.contains(" MiB of RAM in "))?;
+    let rest = &l[l.find(" MiB of RAM in ")? + " MiB of RAM in ".len()..];
+    rest.split(' ').next()?.parse().ok()
+}
+
 /// The last `n` lines, for failure reports.
 pub fn tail(lines: &[String], n: usize) -> String {
     let skip = lines.len().saturating_sub(n);
@@ -277,6 +357,58 @@ mod tests {
             Some("12 MiB/s")
         );
         assert_eq!(tail(&l, 1), "    | lifeboat: cut\n");
+    }
+
+    #[test]
+    fn kernel_memory_and_dump_time_are_read_from_the_console() {
+        let l: Vec<String> = [
+            "lifeboat: lifeboat 0.1.0 capture kernel (x86_64), entered via PVH at 0x200000: image 343 KiB, runtime memory 3264 KiB",
+            "lifeboat: dumped 1008 MiB of RAM in 12.5 s (84.5 MB/s): 258048 pages, 1 zero",
+            "lifeboat: dump file 9 bytes (compression ratio 1.0), 9 bytes sent to x (1.0 MB/s), 5 ms since entry, heap peak 301 KiB of 2048 KiB, page tables 20 KiB",
+            "lifeboat: verdict: complete",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            kernel_memory(&l),
+            Some(KernelMemory {
+                image_kib: 343,
+                runtime_kib: 3264,
+                heap_peak_kib: 301,
+                heap_kib: 2048,
+                page_tables_kib: 20
+            })
+        );
+        assert_eq!(dump_seconds(&l), Some(12.5));
+        assert_eq!(kernel_memory(&l[..2]), None);
+        assert_eq!(dump_seconds(&l[2..]), None);
+    }
+
+    #[test]
+    fn big_guests_get_a_noreserve_backend() {
+        let b = QemuBoot {
+            capture_elf: Path::new("/k.elf"),
+            dir: Path::new("/d"),
+            cmdline: "",
+            blobs: &[],
+            extra: &[],
+            timeout: Duration::from_secs(1),
+        };
+        let s = format!("{:?}", b.command_with_ram(64 << 30));
+        assert!(
+            s.contains("\"memory-backend-ram,id=lbram,size=65536M,reserve=off\" \"-M\" \"pc,memory-backend=lbram\"")
+                && s.contains("\"-m\" \"65536M\""),
+            "{s}"
+        );
+        let s = format!("{:?}", b.command_with_ram(1 << 30));
+        assert!(
+            s.contains("\"-M\" \"pc\"")
+                && s.contains("\"-m\" \"1024M\"")
+                && !s.contains("memory-backend"),
+            "{s}"
+        );
+        let s = format!("{:?}", b.command());
+        assert!(s.contains("\"-m\" \"512M\""), "{s}");
     }
 
     #[test]
@@ -341,4 +473,3 @@ mod tests {
         );
     }
 }
-

@@ -141,7 +141,31 @@ pub enum Kind {
     Malformed(Mutation),
     /// The disk and network sinks (`crate::sinks`).
     Sink(crate::sinks::SinkCase),
+    /// The capture kernel's memory does not grow with the crashed machine's RAM: the same
+    /// image captures a sparse `small_gib` GiB machine and a sparse `big_gib` GiB machine
+    /// ([`synth::Shape::Sparse`]) to a virtio-blk disk, both byte-exact, and the heap peak
+    /// of the big capture is at most [`HEAP_SLACK_KIB`] above the small one's.
+    ///
+    /// `big_cover_gib`: the big machine's PT_LOADs cover only about this much of its RAM
+    /// ([`SynthSpec::sparse_cover`]): still spread up to the top of its RAM, so `max_mapnr`
+    /// and both bitmaps are those of the whole machine, but with fewer pages to read and
+    /// describe. `None`: every page of it (about 9 minutes under TCG for 64 GiB, so such a
+    /// scenario only runs when a filter names it: [`Scenario::on_request_only`]).
+    BoundedMemory {
+        small_gib: u64,
+        big_gib: u64,
+        big_cover_gib: Option<u64>,
+    },
 }
+
+/// How much more heap (KiB) the big capture of [`Kind::BoundedMemory`] may peak at. Both
+/// captures have the same shape (as many PT_LOADs, notes and content windows, the same
+/// sink), so what may legitimately differ is a few bytes of longer numbers in formatted
+/// strings and the allocator's placement of them: 8 KiB is plenty. Anything that grows with
+/// RAM does not fit in it: one bit per pfn up to `max_mapnr` is 2 MiB more at 64 GiB (the
+/// whole heap), one bit per dumped page is 224 KiB more for the 7 GiB more that even the
+/// sampled capture dumps, and one more record buffer (`MAX_CHUNK`, 16 KiB) is twice the slack.
+pub const HEAP_SLACK_KIB: u64 = 8;
 
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -199,10 +223,53 @@ pub fn all() -> Vec<Scenario> {
         sink("blk-too-small", 0xb15, 180, SinkCase::BlkTooSmall),
         sink("net-256m", 0x4e7, 600, SinkCase::Net { mib: 256 }),
         sink("sink-fallback", 0xfa11, 300, SinkCase::Fallback),
-        sink("net-server-restart", 0x4e57, 600, SinkCase::NetServerRestart),
-        sink("net-server-disk-full", 0xf011, 300, SinkCase::NetServerDiskFull),
+        sink(
+            "net-server-restart",
+            0x4e57,
+            600,
+            SinkCase::NetServerRestart,
+        ),
+        sink(
+            "net-server-disk-full",
+            0xf011,
+            300,
+            SinkCase::NetServerDiskFull,
+        ),
         sink("net-four-clients", 0x4c1, 900, SinkCase::NetFourClients),
+        Scenario {
+            name: "bounded-memory-64g-sampled",
+            seed: 0x64b0,
+            timeout: Duration::from_secs(600),
+            kind: Kind::BoundedMemory {
+                small_gib: 1,
+                big_gib: 64,
+                big_cover_gib: Some(8),
+            },
+        },
+        Scenario {
+            name: "bounded-memory-64g-full",
+            seed: 0x64b0,
+            timeout: Duration::from_secs(1800),
+            kind: Kind::BoundedMemory {
+                small_gib: 1,
+                big_gib: 64,
+                big_cover_gib: None,
+            },
+        },
     ]
+}
+
+impl Scenario {
+    /// Too slow for every run: only when `cargo xtask qemu --filter …` names it.
+    pub fn on_request_only(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::BoundedMemory {
+                big_cover_gib: None,
+                ..
+            }
+        )
+    }
 }
 
 /// Outcome of one scenario.
@@ -235,6 +302,18 @@ pub fn run(s: &Scenario, cfg: &SuiteConfig) -> ScenarioReport {
         Kind::Dump { .. } => run_dump(s, cfg, &dir, &mut details, &mut console),
         Kind::Malformed(m) => run_malformed(s, *m, cfg, &dir, &mut details, &mut console),
         Kind::Sink(case) => crate::sinks::run(*case, s, cfg, &dir, &mut details, &mut console),
+        Kind::BoundedMemory {
+            small_gib,
+            big_gib,
+            big_cover_gib,
+        } => run_bounded(
+            s,
+            (*small_gib, *big_gib, *big_cover_gib),
+            cfg,
+            &dir,
+            &mut details,
+            &mut console,
+        ),
     });
     let failure = result.err().map(|Failed(reason)| {
         let mut f = format!("scenario {} failed: {reason}\n", s.name);
@@ -381,10 +460,21 @@ fn run_dump(
         return Err("no progress line with '%' on the console".into());
     }
     if let Some(frag) = must_say {
-        if !console.iter().any(|l| l.to_lowercase().contains(&frag.to_lowercase())) {
+        if !console
+            .iter()
+            .any(|l| l.to_lowercase().contains(&frag.to_lowercase()))
+        {
             return Err(format!("no console line contains {frag:?}").into());
         }
     }
+    // Every capture ends with the capture kernel's own memory use.
+    let mem = qemu::kernel_memory(console).ok_or(
+        "no \"heap peak … KiB of … KiB, page tables … KiB\" line (or no \"runtime memory\" line) on the console",
+    )?;
+    details.push(format!(
+        "capture kernel memory: heap peak {} KiB of {} KiB, page tables {} KiB, runtime memory {} KiB",
+        mem.heap_peak_kib, mem.heap_kib, mem.page_tables_kib, mem.runtime_kib
+    ));
     let dump = receive_and_rebuild(cfg, dir, details)?;
 
     let exp = Expectations::for_image(&image);
@@ -545,7 +635,10 @@ fn run_malformed(
         .into());
     }
     let frag = m.expected_message();
-    if !console.iter().any(|l| l.to_lowercase().contains(&frag.to_lowercase())) {
+    if !console
+        .iter()
+        .any(|l| l.to_lowercase().contains(&frag.to_lowercase()))
+    {
         return Err(format!("no console line contains {frag:?}").into());
     }
     match qemu::verdict(console) {
@@ -555,6 +648,239 @@ fn run_malformed(
     }
     let _ = std::fs::remove_dir_all(dir.join("mem"));
     Ok(())
+}
+
+/// One capture of [`Kind::BoundedMemory`].
+struct BoundedRun {
+    gib: u64,
+    mem: qemu::KernelMemory,
+    qemu_seconds: f64,
+    dump_bytes: u64,
+    pages: u64,
+    max_mapnr: u64,
+}
+
+fn run_bounded(
+    s: &Scenario,
+    (small_gib, big_gib, big_cover_gib): (u64, u64, Option<u64>),
+    cfg: &SuiteConfig,
+    dir: &Path,
+    details: &mut Vec<String>,
+    console: &mut Vec<String>,
+) -> Result<(), Failed> {
+    let small = bounded_capture(s, small_gib, None, cfg, dir, details, console)?;
+    let big = bounded_capture(s, big_gib, big_cover_gib, cfg, dir, details, console)?;
+    let (a, b) = (small.mem, big.mem);
+    details.push(format!(
+        "numbers: {} GiB vs {} GiB machine: max_mapnr {:#x} vs {:#x}, {} vs {} pages dumped, dump {:.1} vs {:.1} MiB, QEMU {:.1} vs {:.1} s",
+        small.gib,
+        big.gib,
+        small.max_mapnr,
+        big.max_mapnr,
+        small.pages,
+        big.pages,
+        small.dump_bytes as f64 / MIB as f64,
+        big.dump_bytes as f64 / MIB as f64,
+        small.qemu_seconds,
+        big.qemu_seconds
+    ));
+    details.push(format!(
+        "capture kernel memory, {} GiB vs {} GiB: heap peak {} KiB vs {} KiB (of {} KiB, allowed +{HEAP_SLACK_KIB} KiB), page tables {} KiB vs {} KiB (4 KiB per GiB mapped, from a pool in the image), runtime memory {} KiB vs {} KiB (image {} KiB)",
+        small.gib, big.gib, a.heap_peak_kib, b.heap_peak_kib, a.heap_kib, a.page_tables_kib, b.page_tables_kib,
+        a.runtime_kib, b.runtime_kib, a.image_kib
+    ));
+    if (a.runtime_kib, a.image_kib, a.heap_kib) != (b.runtime_kib, b.image_kib, b.heap_kib) {
+        return Err(format!(
+            "the two captures did not run the same image: runtime memory {} vs {} KiB, image {} vs {} KiB, heap {} vs {} KiB",
+            a.runtime_kib, b.runtime_kib, a.image_kib, b.image_kib, a.heap_kib, b.heap_kib
+        )
+        .into());
+    }
+    if b.heap_peak_kib > a.heap_peak_kib + HEAP_SLACK_KIB {
+        return Err(format!(
+            "the heap grows with RAM: peak {} KiB for {} GiB but {} KiB for {} GiB (allowed: {HEAP_SLACK_KIB} KiB more)",
+            a.heap_peak_kib, small.gib, b.heap_peak_kib, big.gib
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Captures a sparse `gib` GiB machine to a virtio-blk disk in `<dir>/<gib>g/`, fetches and
+/// checks the dump byte for byte, and returns what the kernel said about its memory.
+fn bounded_capture(
+    s: &Scenario,
+    gib: u64,
+    cover_gib: Option<u64>,
+    cfg: &SuiteConfig,
+    dir: &Path,
+    details: &mut Vec<String>,
+    console: &mut Vec<String>,
+) -> Result<BoundedRun, Failed> {
+    let guest_ram = gib << 30;
+    let sub = dir.join(format!("{gib}g"));
+    prepare_dir(&sub)?;
+    let image = SynthImage::generate(&SynthSpec::sparse_covering(
+        s.seed,
+        guest_ram,
+        cover_gib.map(|g| g << 30),
+    ))?;
+    let ram: u64 = image.ranges.iter().map(|r| r.len).sum();
+    let pages = image
+        .ranges
+        .iter()
+        .map(|r| r.pfns().end - r.pfns().start)
+        .sum::<u64>();
+    // Header, bitmaps, 24-byte descriptors, page data: below 1/128 of RAM plus the content.
+    let disk_bytes = (64 * MIB + ram / 128 + image.content_bytes()).next_multiple_of(MIB);
+    let disk = sub.join("dump.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(disk_bytes))
+        .map_err(|e| format!("cannot create the sparse disk {}: {e}", disk.display()))?;
+    let blobs = image
+        .write_blobs(&sub.join("mem"))
+        .map_err(|e| format!("writing synthetic memory: {e}"))?;
+    let cmdline = format!(
+        "elfcorehdr={:#x} lifeboat.exit_port=0xf4 lifeboat.action=halt lifeboat.sink=blk:serial=lbdump",
+        image.elfcorehdr_addr
+    );
+    let extra = crate::sinks::disk_args(&disk, "d0", "lbdump");
+    details.push(format!(
+        "{gib} GiB: guest RAM {}, {} RAM PT_LOADs covering {} MiB up to {:#x} (max_mapnr {:#x}), {} MiB of generated content in {} windows, the rest zero; sparse disk {} MiB",
+        synth::pc_ram_map(guest_ram)
+            .iter()
+            .map(|r| format!("[{:#x}-{:#x})", r.start, r.end))
+            .collect::<Vec<_>>()
+            .join(" "),
+        image.ranges.len(),
+        ram / MIB,
+        image.max_mapnr() * synth::PAGE_SIZE,
+        image.max_mapnr(),
+        image.content_bytes() / MIB,
+        image.windows.as_ref().map_or(0, |w| w.len()),
+        disk_bytes / MIB
+    ));
+    let b = QemuBoot {
+        capture_elf: &cfg.capture_elf,
+        dir: &sub,
+        cmdline: &cmdline,
+        blobs: &blobs,
+        extra: &extra,
+        timeout: s.timeout,
+    };
+    if cfg.verbose {
+        details.push(format!("qemu: {:?}", b.command_with_ram(guest_ram)));
+    }
+    let fin = b.run_with_ram(guest_ram)?;
+    let serial = std::fs::read(b.serial_path()).unwrap_or_default();
+    *console = qemu::console_lines(&serial);
+    let _ = std::fs::remove_dir_all(sub.join("mem"));
+    let failed = |why: String| {
+        Failed(format!(
+            "{gib} GiB capture: {why} (files in {})",
+            sub.display()
+        ))
+    };
+    if fin.timed_out || fin.code() != Some(1) {
+        let err = std::fs::read_to_string(sub.join("qemu.stderr")).unwrap_or_default();
+        return Err(failed(format!(
+            "expected QEMU exit status 1 (dump complete), got {}; qemu stderr: {:?}",
+            qemu::describe_qemu_exit(&fin, s.timeout),
+            err.trim()
+        )));
+    }
+    match qemu::verdict(console) {
+        Some("complete") => {}
+        Some(v) => {
+            return Err(failed(format!(
+                "verdict is {v:?}, expected exactly \"complete\""
+            )))
+        }
+        None => {
+            return Err(failed(
+                "no \"lifeboat: verdict: …\" line on the console".into(),
+            ))
+        }
+    }
+    if !console
+        .iter()
+        .any(|l| l.contains("sink: virtio-blk at PCI"))
+    {
+        return Err(failed(
+            "the console does not say the dump went to virtio-blk".into(),
+        ));
+    }
+    let mem = qemu::kernel_memory(console).ok_or_else(|| {
+        failed("no \"runtime memory\" line or no \"heap peak … KiB of … KiB, page tables … KiB\" line on the console".into())
+    })?;
+
+    let out = sub.join("vmcore");
+    let mut c = Command::new(&cfg.lifeboat_bin);
+    c.arg("fetch").arg(&disk).arg("-o").arg(&out);
+    let f = qemu::run_with_timeout(
+        c,
+        None,
+        &sub.join("fetch.stdout"),
+        &sub.join("fetch.stderr"),
+        Duration::from_secs(600),
+    )?;
+    if f.timed_out || f.code() != Some(0) {
+        let said = std::fs::read_to_string(sub.join("fetch.stderr")).unwrap_or_default();
+        return Err(failed(format!(
+            "`lifeboat fetch` exited {:?} (expected 0):\n{said}",
+            f.code()
+        )));
+    }
+    let vmcore = std::fs::read(&out).map_err(|e| failed(format!("fetch wrote no vmcore: {e}")))?;
+    let mut on_disk = vec![0u8; vmcore.len()];
+    {
+        use std::io::Read;
+        std::fs::File::open(&disk)
+            .and_then(|mut f| f.read_exact(&mut on_disk))
+            .map_err(|e| failed(format!("reading the disk: {e}")))?;
+    }
+    if on_disk != vmcore {
+        return Err(failed(first_difference(
+            "the disk",
+            &on_disk,
+            "fetch's vmcore",
+            &vmcore,
+        )));
+    }
+    drop(on_disk);
+    let stats = verify::verify_kdump(&vmcore, &Expectations::for_image(&image), &image)
+        .map_err(|f| failed(f.to_string()))?;
+    drop(vmcore);
+    let dump_seconds = qemu::dump_seconds(console);
+    details.push(format!(
+        "{gib} GiB: {} pages byte-exact ({} zero, {} zlib, {} raw), dump {:.1} MiB; QEMU {:.1} s, the kernel's dump {}; heap peak {} KiB of {} KiB, page tables {} KiB",
+        stats.pages,
+        stats.zero_pages,
+        stats.zlib_pages,
+        stats.raw_pages,
+        stats.file_bytes as f64 / MIB as f64,
+        fin.seconds,
+        dump_seconds.map_or_else(|| "time not printed".to_string(), |t| format!("{t:.1} s")),
+        mem.heap_peak_kib,
+        mem.heap_kib,
+        mem.page_tables_kib
+    ));
+    if stats.pages != pages {
+        return Err(failed(format!(
+            "{} pages in the dump, the PT_LOADs cover {pages}",
+            stats.pages
+        )));
+    }
+    let _ = std::fs::remove_file(&disk);
+    let _ = std::fs::remove_file(&out);
+    Ok(BoundedRun {
+        gib,
+        mem,
+        qemu_seconds: fin.seconds,
+        dump_bytes: stats.file_bytes,
+        pages,
+        max_mapnr: image.max_mapnr(),
+    })
 }
 
 /// Names of all scenarios.
@@ -598,6 +924,44 @@ mod tests {
                 assert!(im.ranges.iter().all(|r| r.sources().end <= GUEST_RAM_BYTES));
                 assert_eq!(im.vmcoreinfo.is_some(), with_vmcoreinfo);
             }
+            if let Kind::BoundedMemory {
+                small_gib,
+                big_gib,
+                big_cover_gib,
+            } = s.kind
+            {
+                assert!(small_gib < big_gib);
+                let a = SynthImage::generate(&SynthSpec::sparse(s.seed, small_gib << 30)).unwrap();
+                let b = SynthImage::generate(&SynthSpec::sparse_covering(
+                    s.seed,
+                    big_gib << 30,
+                    big_cover_gib.map(|g| g << 30),
+                ))
+                .unwrap();
+                // The same shape and the same amount of content: only the RAM size differs.
+                assert_eq!(a.ranges.len(), b.ranges.len());
+                assert_eq!(a.header.phdrs.len(), b.header.phdrs.len());
+                assert_eq!(
+                    a.windows.as_ref().unwrap().len(),
+                    b.windows.as_ref().unwrap().len()
+                );
+                assert_eq!(a.content_bytes(), b.content_bytes());
+                assert!(b.max_mapnr() * synth::PAGE_SIZE > big_gib << 30);
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_full_64g_capture_waits_to_be_named() {
+        let slow: Vec<_> = all()
+            .into_iter()
+            .filter(|s| s.on_request_only())
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(slow, ["bounded-memory-64g-full"]);
+        // No name is a part of another's, so a filter can pick either of the pair.
+        for a in names() {
+            assert!(names().iter().all(|b| *b == a || !b.contains(a)), "{a}");
         }
     }
 

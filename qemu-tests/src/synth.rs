@@ -99,6 +99,38 @@ pub const CPU_NOTE_BUF_SIZE: u64 = 0x400;
 /// Size announced for the VMCOREINFO PT_NOTE (overstated, like `VMCOREINFO_NOTE_SIZE`).
 pub const VMCOREINFO_NOTE_BUF_SIZE: u64 = 0x1000;
 
+/// Start of the RAM QEMU `pc` maps above 4 GiB when the guest has more than fits below.
+pub const PC_HIGH_RAM_BASE: u64 = 1 << 32;
+/// QEMU `pc`: guests with at least this much RAM get 3 GiB below 4 GiB and the rest from
+/// 4 GiB (`max-ram-below-4g` default 3.5 GiB, then `gigabyte_align`); smaller guests have all
+/// of it from 0.
+pub const PC_BELOW_4G_LIMIT: u64 = 0xe000_0000;
+/// Left out of the crashed machine's RAM at the top of the RAM below 4 GiB: the firmware
+/// (SeaBIOS 1.16 under QEMU 7.2) keeps its tables in the top 16 MiB and writes during boot
+/// into the 120 KiB below them (measured: a 1 GiB guest's RAM changes at
+/// 0x3efe2000..0x3f000000 and 0x3ffe0000..0x3ffe2000 before the kernel starts).
+pub const FIRMWARE_TOP_RESERVE: u64 = 32 * MIB;
+/// [`Shape::Sparse`]: bytes of generated content at the start and at the end of each RAM range.
+pub const SPARSE_EDGE_WINDOW: u64 = MIB;
+/// [`Shape::Sparse`]: the kernel-text view (and so the `struct new_utsname`) is this long.
+pub const SPARSE_TEXT_LEN: u64 = 4 * MIB;
+
+/// How the RAM ranges are laid out and filled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// `ram_bytes` of generated content in ranges packed from [`RAM_BASE`], with small holes.
+    Dense,
+    /// The crashed machine's RAM is all of the guest's RAM as QEMU `pc` lays out
+    /// `guest_ram` bytes ([`pc_ram_map`]): from `RAM_BASE` to [`FIRMWARE_TOP_RESERVE`] below
+    /// the end of the RAM under 4 GiB, and everything from 4 GiB, cut into `ram_ranges - 1` ranges with small
+    /// holes. Generated content only in a few windows ([`SynthImage::windows`]: the backup
+    /// copy, the kernel text, the first and last [`SPARSE_EDGE_WINDOW`] of every range, so
+    /// spread over the whole address space up to the top of RAM); every other page is zero,
+    /// which is what untouched guest RAM holds, so a 64 GiB crashed machine costs the host
+    /// only its windows.
+    Sparse,
+}
+
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct SynthSpec {
@@ -111,8 +143,15 @@ pub struct SynthSpec {
     pub cpus: usize,
     /// Whether the elfcorehdr carries a VMCOREINFO PT_NOTE.
     pub with_vmcoreinfo: bool,
-    /// Guest RAM the ranges must fit in (QEMU gets what the blobs need).
+    /// Guest RAM the ranges must fit in (QEMU gets what the blobs need). For
+    /// [`Shape::Sparse`]: the guest's RAM exactly (QEMU's `-m`), which the ranges cover.
     pub guest_ram: u64,
+    pub shape: Shape,
+    /// [`Shape::Sparse`] only: cover about this many bytes of the guest's RAM instead of all
+    /// of it. Each RAM range is shortened to its share (from its start; the last one keeps
+    /// its end, so the RAM still reaches the top of the guest's RAM and `max_mapnr` spans
+    /// all of it); the rest becomes holes between the PT_LOADs.
+    pub sparse_cover: Option<u64>,
 }
 
 impl SynthSpec {
@@ -126,7 +165,46 @@ impl SynthSpec {
             cpus: 2,
             with_vmcoreinfo: true,
             guest_ram: GUEST_RAM_BYTES,
+            shape: Shape::Dense,
+            sparse_cover: None,
         }
+    }
+
+    /// A [`Shape::Sparse`] crashed machine with `guest_ram` bytes of RAM (QEMU `-m`) in 6 RAM
+    /// ranges plus the backup range, whatever the size, so two sizes differ only in how much
+    /// RAM there is.
+    pub fn sparse(seed: u64, guest_ram: u64) -> Self {
+        Self::sparse_covering(seed, guest_ram, None)
+    }
+
+    /// [`Self::sparse`] with PT_LOADs over only about `cover` bytes of the guest's RAM
+    /// ([`SynthSpec::sparse_cover`]).
+    pub fn sparse_covering(seed: u64, guest_ram: u64, cover: Option<u64>) -> Self {
+        let mut spec = Self {
+            seed,
+            ram_bytes: 0,
+            ram_ranges: 7,
+            cpus: 2,
+            with_vmcoreinfo: true,
+            guest_ram,
+            shape: Shape::Sparse,
+            sparse_cover: cover,
+        };
+        spec.ram_bytes = layout_sparse(&spec).map_or(0, |r| r.iter().map(|r| r.len).sum());
+        spec
+    }
+}
+
+/// Where QEMU `pc` (i440FX) puts `guest_ram` bytes of RAM: physical address ranges.
+pub fn pc_ram_map(guest_ram: u64) -> Vec<Range<u64>> {
+    if guest_ram >= PC_BELOW_4G_LIMIT {
+        let below = 3 << 30;
+        vec![
+            0..below,
+            PC_HIGH_RAM_BASE..PC_HIGH_RAM_BASE + (guest_ram - below),
+        ]
+    } else {
+        std::iter::once(0..guest_ram).collect()
     }
 }
 
@@ -276,6 +354,9 @@ pub struct SynthImage {
     pub prstatus: Vec<Vec<u8>>,
     /// Pages whose content is not the generated one (keyed by source page address).
     overlays: BTreeMap<u64, Vec<u8>>,
+    /// [`Shape::Sparse`]: the source address ranges (sorted, disjoint) holding generated
+    /// content; every other page is zero. `None`: generated content everywhere.
+    pub windows: Option<Vec<Range<u64>>>,
 }
 
 /// Errors from [`SynthImage::generate`].
@@ -303,15 +384,27 @@ impl std::error::Error for SynthError {}
 
 impl SynthImage {
     pub fn generate(spec: &SynthSpec) -> Result<Self, SynthError> {
-        let ranges = layout_ranges(spec)?;
+        let ranges = match spec.shape {
+            Shape::Dense => layout_ranges(spec)?,
+            Shape::Sparse => layout_sparse(spec)?,
+        };
         let mut rng = SplitMix64::for_key(spec.seed, 0x7e47);
 
         // Kernel text: half of the largest non-backup range, 2 MiB aligned when it fits.
-        let big = *ranges[1..]
-            .iter()
-            .max_by_key(|r| r.len)
-            .expect("at least one RAM range");
-        let text_len = ((big.len / 2) / PAGE_SIZE * PAGE_SIZE).min(16 * MIB);
+        // Sparse: the first range, where a real kernel sits, so every size puts it (and the
+        // utsname) at the same place.
+        let big = match spec.shape {
+            Shape::Dense => *ranges[1..]
+                .iter()
+                .max_by_key(|r| r.len)
+                .expect("at least one RAM range"),
+            Shape::Sparse => ranges[1],
+        };
+        let text_cap = match spec.shape {
+            Shape::Dense => 16 * MIB,
+            Shape::Sparse => SPARSE_TEXT_LEN,
+        };
+        let text_len = ((big.len / 2) / PAGE_SIZE * PAGE_SIZE).min(text_cap);
         if text_len < 8 * PAGE_SIZE {
             return Err(SynthError::BadShape(
                 "largest RAM range is below 16 pages".into(),
@@ -357,8 +450,22 @@ impl SynthImage {
             vmcoreinfo: None,
             prstatus: vec![],
             overlays: BTreeMap::new(),
+            windows: None,
         };
+        if spec.shape == Shape::Sparse {
+            let mut w = vec![
+                BACKUP_COPY..BACKUP_COPY + BACKUP_SIZE,
+                text_paddr..text_paddr + text_len,
+            ];
+            for r in &image.ranges[1..] {
+                let edge = SPARSE_EDGE_WINDOW.min(r.len);
+                w.push(r.source..r.source + edge);
+                w.push(r.source + r.len - edge..r.source + r.len);
+            }
+            image.windows = Some(merge_ranges(w));
+        }
         image.put_bytes(utsname_paddr, &utsname_bytes());
+        debug_assert!(image.overlays.keys().all(|&p| image.in_window(p)));
 
         let mut phdrs = Vec::new();
         let mut slot = NOTES_BASE;
@@ -433,7 +540,28 @@ impl SynthImage {
     pub fn source_page(&self, src: u64, out: &mut [u8; PAGE]) {
         match self.overlays.get(&src) {
             Some(p) => out.copy_from_slice(p),
-            None => fill_page(self.spec.seed, src, out),
+            None if self.in_window(src) => fill_page(self.spec.seed, src, out),
+            None => out.fill(0),
+        }
+    }
+
+    /// Whether the page at source address `src` holds generated content (always, unless the
+    /// image is [`Shape::Sparse`]).
+    pub fn in_window(&self, src: u64) -> bool {
+        match &self.windows {
+            None => true,
+            Some(w) => {
+                let i = w.partition_point(|r| r.end <= src);
+                w.get(i).is_some_and(|r| r.start <= src)
+            }
+        }
+    }
+
+    /// Bytes of generated content (what the QEMU loader blobs hold besides the metadata).
+    pub fn content_bytes(&self) -> u64 {
+        match &self.windows {
+            None => self.ranges.iter().map(|r| r.len).sum(),
+            Some(w) => w.iter().map(|r| r.end - r.start).sum(),
         }
     }
 
@@ -501,19 +629,24 @@ impl SynthImage {
             len: meta.len() as u64,
         });
 
-        for (i, r) in self.ranges.iter().enumerate() {
-            let path = dir.join(format!("ram{i}-{:x}.bin", r.source));
+        // Sparse: only the windows; the rest of guest RAM is zero as QEMU starts it.
+        let sources: Vec<Range<u64>> = match &self.windows {
+            None => self.ranges.iter().map(|r| r.sources()).collect(),
+            Some(w) => w.clone(),
+        };
+        for (i, r) in sources.iter().enumerate() {
+            let path = dir.join(format!("ram{i}-{:x}.bin", r.start));
             let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
             let mut page = [0u8; PAGE];
-            for src in r.sources().step_by(PAGE) {
+            for src in r.clone().step_by(PAGE) {
                 self.source_page(src, &mut page);
                 w.write_all(&page)?;
             }
             w.flush()?;
             blobs.push(LoaderBlob {
                 path,
-                addr: r.source,
-                len: r.len,
+                addr: r.start,
+                len: r.end - r.start,
             });
         }
         Ok(blobs)
@@ -573,9 +706,115 @@ fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
         cursor += pages * PAGE_SIZE;
     }
     if cursor > spec.guest_ram {
-        return Err(SynthError::DoesNotFit { needed_end: cursor, guest_ram: spec.guest_ram });
+        return Err(SynthError::DoesNotFit {
+            needed_end: cursor,
+            guest_ram: spec.guest_ram,
+        });
     }
     Ok(ranges)
+}
+
+/// Lay out a [`Shape::Sparse`] machine: the backup range, then `ram_ranges - 1` ranges that
+/// cover the guest's RAM ([`pc_ram_map`]) from `RAM_BASE` up, less the firmware's top
+/// [`FIRMWARE_TOP_RESERVE`] below 4 GiB, cut at evenly spaced points (a hole of 1–255 pages
+/// at each cut), then shortened to [`SynthSpec::sparse_cover`] if set.
+fn layout_sparse(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
+    let map = pc_ram_map(spec.guest_ram);
+    let low_end = map[0].end.saturating_sub(FIRMWARE_TOP_RESERVE);
+    let first_start = RAM_BASE + 3 * PAGE_SIZE;
+    if low_end < first_start + 64 * MIB {
+        return Err(SynthError::BadShape(format!(
+            "a sparse machine needs at least {} MiB of guest RAM",
+            (first_start + 64 * MIB + FIRMWARE_TOP_RESERVE) >> 20
+        )));
+    }
+    let mut regions: Vec<Range<u64>> = std::iter::once(first_start..low_end).collect();
+    regions.extend(map.get(1).cloned());
+    let k = spec.ram_ranges.saturating_sub(1);
+    if k < regions.len() {
+        return Err(SynthError::BadShape(format!(
+            "{} RAM ranges for {} RAM regions (plus the backup range)",
+            spec.ram_ranges,
+            regions.len()
+        )));
+    }
+    let cuts = (k - regions.len()) as u64;
+    let total: u64 = regions.iter().map(|r| r.end - r.start).sum();
+    let mut rng = SplitMix64::for_key(spec.seed, 0x5a45e);
+    // Cut points as offsets into the concatenated regions, with a hole after each.
+    let mut cut_at: Vec<(u64, u64)> = (1..=cuts)
+        .map(|i| {
+            let off = total / (cuts + 1) * i + rng.range(1, 255) * PAGE_SIZE;
+            (off / PAGE_SIZE * PAGE_SIZE, rng.range(1, 255) * PAGE_SIZE)
+        })
+        .collect();
+    cut_at.reverse();
+    let mut ranges = vec![RamRange {
+        paddr: 0,
+        len: BACKUP_SIZE,
+        source: BACKUP_COPY,
+    }];
+    let mut base = 0; // offset of the region's start among the concatenated regions
+    for reg in &regions {
+        let len = reg.end - reg.start;
+        let mut start = reg.start;
+        while let Some(&(off, hole)) = cut_at.last() {
+            if off >= base + len {
+                break;
+            }
+            cut_at.pop();
+            let cut = reg.start + off.saturating_sub(base);
+            if cut <= start + 4 * SPARSE_EDGE_WINDOW
+                || cut + hole + 4 * SPARSE_EDGE_WINDOW >= reg.end
+            {
+                return Err(SynthError::BadShape(format!(
+                    "{} ranges in {} MiB of RAM leave a range too small",
+                    spec.ram_ranges,
+                    spec.guest_ram >> 20
+                )));
+            }
+            ranges.push(RamRange {
+                paddr: start,
+                len: cut - start,
+                source: start,
+            });
+            start = cut + hole;
+        }
+        ranges.push(RamRange {
+            paddr: start,
+            len: reg.end - start,
+            source: start,
+        });
+        base += len;
+    }
+    debug_assert_eq!(ranges.len(), spec.ram_ranges);
+    if let Some(cover) = spec.sparse_cover {
+        let share = (cover / k as u64 / PAGE_SIZE * PAGE_SIZE).max(8 * SPARSE_EDGE_WINDOW);
+        let last = ranges.len() - 1;
+        for (i, r) in ranges.iter_mut().enumerate().skip(1) {
+            if r.len > share {
+                if i == last {
+                    r.paddr += r.len - share;
+                    r.source = r.paddr;
+                }
+                r.len = share;
+            }
+        }
+    }
+    Ok(ranges)
+}
+
+/// Sort and merge overlapping or touching ranges.
+fn merge_ranges(mut v: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// What kind of content a generated page has.
@@ -663,7 +902,7 @@ fn sprinkle(g: &mut SplitMix64, out: &mut [u8; PAGE], max: u64) {
 /// If `page` starts with a generator stamp, the source address it was generated for.
 pub fn stamp_source(page: &[u8]) -> Option<u64> {
     let v = u64::from_le_bytes(page.get(..8)?.try_into().ok()?) ^ STAMP_MAGIC;
-    (v.is_multiple_of(PAGE_SIZE) && v < GUEST_RAM_BYTES).then_some(v)
+    (v.is_multiple_of(PAGE_SIZE) && v < 1 << 46).then_some(v)
 }
 
 /// `struct new_utsname` (include/uapi/linux/utsname.h): six NUL-padded `char[65]`.
@@ -784,6 +1023,147 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn pc_ram_map_matches_qemu_pc() {
+        assert_eq!(pc_ram_map(1 << 30), vec![0..1 << 30]);
+        assert_eq!(pc_ram_map(0xdfff_f000), vec![0..0xdfff_f000]);
+        assert_eq!(pc_ram_map(4 << 30), vec![0..3 << 30, 4 << 30..5 << 30]);
+        assert_eq!(pc_ram_map(64 << 30), vec![0..3 << 30, 4 << 30..65 << 30]);
+    }
+
+    #[test]
+    fn sparse_layout_covers_the_guest_ram_with_content_in_windows() {
+        for gib in [1u64, 4, 64] {
+            for seed in [0x64b0, 1, 2, 3] {
+                let spec = SynthSpec::sparse(seed, gib << 30);
+                let im = SynthImage::generate(&spec).unwrap();
+                let r = &im.ranges;
+                let map = pc_ram_map(gib << 30);
+                assert_eq!(r.len(), 7, "{gib} GiB seed {seed}: {r:?}");
+                assert_eq!(
+                    r[0],
+                    RamRange {
+                        paddr: 0,
+                        len: BACKUP_SIZE,
+                        source: BACKUP_COPY
+                    }
+                );
+                assert_eq!(r.iter().map(|r| r.len).sum::<u64>(), spec.ram_bytes);
+                assert_eq!(r[1].paddr, RAM_BASE + 3 * PAGE_SIZE);
+                // Every range inside the guest's RAM, below the firmware's top, with holes.
+                for x in &r[1..] {
+                    assert_eq!(x.paddr, x.source);
+                    assert!(x.len >= 8 * SPARSE_EDGE_WINDOW && x.len % PAGE_SIZE == 0);
+                    assert!(
+                        map.iter().any(|m| m.start <= x.paddr && x.end() <= m.end),
+                        "{x:?}"
+                    );
+                    assert!(
+                        x.end() <= map[0].end - FIRMWARE_TOP_RESERVE || x.paddr >= PC_HIGH_RAM_BASE
+                    );
+                }
+                for w in r.windows(2) {
+                    assert!(w[0].end() < w[1].paddr, "no hole between {w:?}");
+                }
+                // The RAM reaches the top of the guest's RAM: max_mapnr spans all of it.
+                let top = map.last().unwrap().end;
+                if map.len() == 2 {
+                    assert_eq!(im.max_mapnr() * PAGE_SIZE, top);
+                } else {
+                    assert_eq!(im.max_mapnr() * PAGE_SIZE, top - FIRMWARE_TOP_RESERVE);
+                }
+                // Content only in windows (the same amount whatever the RAM), zero elsewhere.
+                let w = im.windows.as_ref().unwrap();
+                assert!(im.content_bytes() <= 20 * MIB, "{}", im.content_bytes());
+                assert!(w.windows(2).all(|p| p[0].end < p[1].start));
+                assert!(
+                    w.iter().any(|x| x.end == r.last().unwrap().end()),
+                    "a window at the top"
+                );
+                assert!(im.in_window(im.text_paddr) && im.in_window(im.utsname_paddr));
+                let mut page = [0u8; PAGE];
+                let mut want = [0u8; PAGE];
+                for x in &r[1..] {
+                    for pa in [
+                        x.paddr,
+                        x.end() - PAGE_SIZE,
+                        x.paddr + SPARSE_EDGE_WINDOW - PAGE_SIZE,
+                    ] {
+                        assert!(im.dump_page(pa / PAGE_SIZE, &mut page));
+                        fill_page(seed, pa, &mut want);
+                        if !(im.utsname_paddr / PAGE_SIZE..=im.utsname_paddr / PAGE_SIZE + 1)
+                            .contains(&(pa / PAGE_SIZE))
+                        {
+                            assert_eq!(page, want, "{pa:#x}");
+                        }
+                    }
+                    let mid = (x.paddr + x.len / 2) / PAGE_SIZE * PAGE_SIZE;
+                    if !im.in_window(mid) {
+                        assert!(im.dump_page(mid / PAGE_SIZE, &mut page));
+                        assert!(page.iter().all(|&b| b == 0), "{mid:#x}");
+                    }
+                }
+            }
+        }
+        // Too little RAM for the shape is an error, not a panic.
+        assert!(SynthImage::generate(&SynthSpec::sparse(1, 64 * MIB)).is_err());
+    }
+
+    #[test]
+    fn a_sparse_cover_keeps_the_shape_and_the_top() {
+        let full = SynthImage::generate(&SynthSpec::sparse(0x64b0, 64 << 30)).unwrap();
+        let spec = SynthSpec::sparse_covering(0x64b0, 64 << 30, Some(8 << 30));
+        let part = SynthImage::generate(&spec).unwrap();
+        assert_eq!(part.ranges.len(), full.ranges.len());
+        assert_eq!(part.max_mapnr(), full.max_mapnr());
+        assert_eq!(part.max_mapnr() * PAGE_SIZE, 65 << 30);
+        let covered: u64 = part.ranges.iter().map(|r| r.len).sum();
+        assert_eq!(covered, spec.ram_bytes);
+        assert!(
+            (8 << 30) - 6 * PAGE_SIZE <= covered - BACKUP_SIZE && covered - BACKUP_SIZE <= 8 << 30,
+            "{covered:#x}"
+        );
+        for (p, f) in part.ranges.iter().zip(&full.ranges) {
+            assert!(
+                f.paddr <= p.paddr && p.end() <= f.end(),
+                "{p:?} outside {f:?}"
+            );
+        }
+        assert_eq!(part.ranges[1].paddr, full.ranges[1].paddr);
+        assert_eq!(
+            part.windows.as_ref().unwrap().len(),
+            full.windows.as_ref().unwrap().len()
+        );
+        assert_eq!(part.content_bytes(), full.content_bytes());
+        assert_eq!(
+            (part.text_paddr, part.utsname_paddr),
+            (full.text_paddr, full.utsname_paddr)
+        );
+    }
+
+    #[test]
+    fn sparse_blobs_hold_only_the_windows() {
+        let dir = std::env::temp_dir().join(format!("qemu-tests-sparse-{}", std::process::id()));
+        let im = SynthImage::generate(&SynthSpec::sparse(7, 1 << 30)).unwrap();
+        let blobs = im.write_blobs(&dir).unwrap();
+        let w = im.windows.clone().unwrap();
+        assert_eq!(blobs.len(), 1 + w.len());
+        assert_eq!(
+            blobs[1..].iter().map(|b| b.len).sum::<u64>(),
+            im.content_bytes()
+        );
+        let mut page = [0u8; PAGE];
+        for (b, r) in blobs[1..].iter().zip(&w) {
+            assert_eq!((b.addr, b.addr + b.len), (r.start, r.end));
+            let data = std::fs::read(&b.path).unwrap();
+            for (i, chunk) in data.chunks(PAGE).enumerate() {
+                im.source_page(r.start + (i * PAGE) as u64, &mut page);
+                assert_eq!(chunk, &page[..]);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
