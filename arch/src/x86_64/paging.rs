@@ -1,8 +1,10 @@
 //! lifeboat's own page tables: an identity map of its image (read-write, 4 KiB pages, with an
 //! unmapped guard page under the stack) and, read-only and on demand, of the old memory it
 //! dumps (1 GiB pages where the CPU has them, else 2 MiB; 4 KiB only next to our own memory).
-//! Page-table frames come from a fixed pool inside the image: with 2 MiB pages one 4 KiB frame
-//! maps 1 GiB, so the pool bounds page-table memory at 4 KiB per GiB of old RAM mapped.
+//! Page-table frames come from a fixed pool inside the image. With 2 MiB pages one 4 KiB page
+//! directory maps 1 GiB; at most [`OLD_PDS`] of them map old memory at a time, the oldest
+//! being recycled for the next GiB (the dump reads memory mostly in address order), so the
+//! page tables do not grow with the crashed machine's RAM.
 
 use core::ptr::addr_of_mut;
 
@@ -17,10 +19,12 @@ const KIB4: u64 = 1 << 12;
 const MIB2: u64 = 1 << 21;
 const GIB1: u64 = 1 << 30;
 
-/// Frames for page tables. 96 × 4 KiB: the PML4, and enough PDPTs/PDs/PTs for ~90 GiB of
-/// old memory on CPUs without 1 GiB pages (unlimited with them, up to the 128 TiB that a
-/// 4-level identity map reaches).
+/// Frames for page tables. 96 × 4 KiB: the PML4, the tables of our own image and the device
+/// window, the [`OLD_PDS`] recycled page directories, and one PDPT per 512 GiB of old memory.
 pub const POOL_FRAMES: usize = 96;
+/// Page directories (1 GiB of old memory each, with 2 MiB pages) mapped at once on CPUs
+/// without 1 GiB pages; the oldest is recycled when another GiB is needed.
+pub const OLD_PDS: usize = 32;
 
 #[repr(C, align(4096))]
 struct Table([u64; 512]);
@@ -69,6 +73,13 @@ pub struct AddressSpace {
     gib_pages: bool,
     /// The last region `map_readonly` found fully mapped: a cheap cache for page-by-page reads.
     last_ok: (u64, u64),
+    /// Page directories that map only old memory: (the PDPT entry that points to it, the
+    /// directory), in the order they were made; `old_next` is the next one to recycle.
+    old_pds: [(*mut u64, *mut [u64; 512]); OLD_PDS],
+    old_count: usize,
+    old_next: usize,
+    /// Page directories recycled so far.
+    recycled: u64,
 }
 
 // SAFETY: only ever used on the one CPU lifeboat runs on, behind a lock.
@@ -86,6 +97,10 @@ impl AddressSpace {
             guard,
             gib_pages,
             last_ok: (0, 0),
+            old_pds: [(core::ptr::null_mut(), core::ptr::null_mut()); OLD_PDS],
+            old_count: 0,
+            old_next: 0,
+            recycled: 0,
         };
         s.pml4 = s.alloc()?;
         let mut page = s.own_start;
@@ -103,6 +118,40 @@ impl AddressSpace {
     /// Frames of the pool used so far.
     pub fn frames_used(&self) -> usize {
         self.used
+    }
+
+    /// Page directories of old memory recycled so far (0 when RAM fits [`OLD_PDS`] GiB or the
+    /// CPU has 1 GiB pages).
+    pub fn recycled(&self) -> u64 {
+        self.recycled
+    }
+
+    /// A page directory for the GiB of old memory under PDPT entry `slot`: a new frame while
+    /// fewer than [`OLD_PDS`] exist, else the oldest one, unmapped from where it was.
+    fn old_pd(&mut self, slot: *mut u64) -> Result<*mut [u64; 512], PagingError> {
+        let pd = if self.old_count < OLD_PDS {
+            let pd = self.alloc()?;
+            self.old_count += 1;
+            pd
+        } else {
+            let (old_slot, pd) = self.old_pds[self.old_next];
+            // SAFETY: `old_slot` is an entry of one of our PDPT frames and `pd` a pool frame;
+            // the PDPT entry is cleared, then every translation is flushed (CR3 reload) before
+            // the frame is reused, so no stale mapping of the old GiB survives.
+            unsafe {
+                *old_slot = 0;
+                core::arch::asm!("mov %cr3, {0}", "mov {0}, %cr3", out(reg) _, options(att_syntax, nostack));
+                (*pd).fill(0);
+            }
+            self.recycled += 1;
+            self.last_ok = (0, 0);
+            pd
+        };
+        self.old_pds[self.old_next] = (slot, pd);
+        self.old_next = (self.old_next + 1) % OLD_PDS;
+        // SAFETY: `slot` is an entry of one of our PDPT frames.
+        unsafe { *slot = pd as u64 | PRESENT | WRITABLE };
+        Ok(pd)
     }
 
     /// Load CR3 with these tables.
@@ -175,9 +224,15 @@ impl AddressSpace {
                 a = g + GIB1;
                 continue;
             }
-            let Some(pd) = self.next(pdpt, idx(a, 2))? else {
-                a = g + GIB1;
-                continue;
+            let pd = if e3 & PRESENT == 0 && !self.touches_own(g, g + GIB1) {
+                // SAFETY: an entry of a pool frame.
+                self.old_pd(unsafe { &mut (*pdpt)[idx(a, 2)] as *mut u64 })?
+            } else {
+                let Some(pd) = self.next(pdpt, idx(a, 2))? else {
+                    a = g + GIB1;
+                    continue;
+                };
+                pd
             };
             let m = a & !(MIB2 - 1);
             // SAFETY: pool frame.

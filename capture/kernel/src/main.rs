@@ -162,6 +162,11 @@ fn finish(code: u32) -> ! {
 #[no_mangle]
 fn lifeboat_fatal(msg: &str) -> ! {
     console::print_line_forced(format_args!("error: {}", msg));
+    console::print_line_forced(format_args!(
+        "heap peak {} KiB of {} KiB",
+        HEAP.peak.load(Ordering::Relaxed) / 1024,
+        HEAP_SIZE / 1024
+    ));
     console::print_line_forced(format_args!("verdict: failed: {}", msg));
     finish(EXIT_FAILED)
 }
@@ -301,19 +306,17 @@ struct ConsoleProgress {
     /// Still in the first pass (classifying pages).
     counting: bool,
     last_print: u64,
-    ram_total: u64,
     page_size: u64,
     printed_final: bool,
 }
 
 impl ConsoleProgress {
-    fn new(ram_total: u64, page_size: u32) -> Self {
+    fn new(page_size: u32) -> Self {
         let t0 = arch::timer::now_us();
         ConsoleProgress {
             t0,
             counting: true,
             last_print: t0,
-            ram_total,
             page_size: u64::from(page_size),
             printed_final: false,
         }
@@ -413,7 +416,7 @@ struct Job<'a> {
 impl Job<'_> {
     fn write(&self, sink: &mut dyn RecordSink) -> (DumpSummary, Option<SinkError>) {
         let mut watch = SinkWatch { inner: sink, error: None };
-        let mut obs = ConsoleProgress::new(self.ram_total, self.params.page_size);
+        let mut obs = ConsoleProgress::new(self.params.page_size);
         let mut select = self.select.borrow_mut();
         let summary = match select.as_mut() {
             Some(f) => dump::write_kdump_filtered(self.core, self.params, self.mem, f, &mut watch, &mut obs),
@@ -638,6 +641,13 @@ fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64)
     let select = page_filter(opts.level, kernel, dump::max_pfn(&core, params.page_size));
     params.dump_level = u32::from(select.as_ref().map_or(opts.level & LEVEL_ZERO, |f| f.filter.effective_level()));
     log!("{}", describe_level(opts.level, params.dump_level as u8));
+    log!(
+        "memory before the dump: heap {} KiB in use (peak {} KiB) of {} KiB, page tables {} KiB",
+        HEAP.used.load(Ordering::Relaxed) / 1024,
+        HEAP.peak.load(Ordering::Relaxed) / 1024,
+        HEAP_SIZE / 1024,
+        SPACE.lock().as_ref().map_or(0, |s| s.frames_used() * 4)
+    );
 
     let job = Job {
         core: &core,
@@ -825,7 +835,7 @@ fn report_run(run: &SinkRun, us: u64, t_start: u64) {
         summary.pages_unreadable
     );
     log!(
-        "dump file {} bytes (compression ratio {}), {} bytes sent {} ({} MB/s), {} ms since entry, heap peak {} KiB of {} KiB, page tables {} KiB",
+        "dump file {} bytes (compression ratio {}), {} bytes sent {} ({} MB/s), {} ms since entry, heap peak {} KiB of {} KiB, page tables {} KiB ({} directories of old memory recycled)",
         summary.file_bytes,
         tenths(summary.ram_bytes, summary.file_bytes),
         run.wire_bytes,
@@ -834,6 +844,7 @@ fn report_run(run: &SinkRun, us: u64, t_start: u64) {
         boot_ms,
         HEAP.peak.load(Ordering::Relaxed) / 1024,
         HEAP_SIZE / 1024,
-        SPACE.lock().as_ref().map_or(0, |s| s.frames_used() * 4)
+        SPACE.lock().as_ref().map_or(0, |s| s.frames_used() * 4),
+        SPACE.lock().as_ref().map_or(0, |s| s.recycled())
     );
 }
