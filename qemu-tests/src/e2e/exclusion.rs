@@ -9,7 +9,7 @@
 //! and are reported as such.
 
 use super::dump_layout::DumpLayout;
-use super::guest_memory::describe_pfn_ranges;
+use super::guest_memory::{describe_pfn_ranges, u16_at, u32_at, u64_at};
 use crate::qemu;
 use std::fs::File;
 use std::ops::Range;
@@ -22,16 +22,6 @@ const EHDR_SIZE: usize = 64;
 const PHDR_SIZE: usize = 56;
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
 
 /// Rewrites QEMU's `dump-guest-memory` file `qemu_elf` into the layout of a kernel's
 /// `/proc/vmcore`, so that makedumpfile 1.7.2 reads it: program headers right after the ELF
