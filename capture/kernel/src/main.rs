@@ -834,6 +834,8 @@ fn report_run(run: &SinkRun, us: u64, t_start: u64) {
         summary.pages_raw,
         summary.pages_unreadable
     );
+    // One lock: a second `SPACE.lock()` in the same statement would spin forever.
+    let tables = SPACE.lock().as_ref().map_or((0, 0), |s| (s.frames_used() * 4, s.recycled()));
     log!(
         "dump file {} bytes (compression ratio {}), {} bytes sent {} ({} MB/s), {} ms since entry, heap peak {} KiB of {} KiB, page tables {} KiB ({} directories of old memory recycled)",
         summary.file_bytes,
@@ -844,7 +846,7 @@ fn report_run(run: &SinkRun, us: u64, t_start: u64) {
         boot_ms,
         HEAP.peak.load(Ordering::Relaxed) / 1024,
         HEAP_SIZE / 1024,
-        SPACE.lock().as_ref().map_or(0, |s| s.frames_used() * 4),
-        SPACE.lock().as_ref().map_or(0, |s| s.recycled())
+        tables.0,
+        tables.1
     );
 }
