@@ -650,6 +650,11 @@ fn run_malformed(
     Ok(())
 }
 
+/// The most page-table memory a capture may use whatever the RAM size: the PML4 and the
+/// tables of the image and device window (a few frames), one PDPT per 512 GiB, and at most
+/// `arch::x86_64::paging::OLD_PDS` (32) page directories of old memory at a time.
+const PAGE_TABLES_BOUND_KIB: u64 = 32 * 4 + 64;
+
 /// One capture of [`Kind::BoundedMemory`].
 struct BoundedRun {
     gib: u64,
@@ -685,7 +690,7 @@ fn run_bounded(
         big.qemu_seconds
     ));
     details.push(format!(
-        "capture kernel memory, {} GiB vs {} GiB: heap peak {} KiB vs {} KiB (of {} KiB, allowed +{HEAP_SLACK_KIB} KiB), page tables {} KiB vs {} KiB (4 KiB per GiB mapped, from a pool in the image), runtime memory {} KiB vs {} KiB (image {} KiB)",
+        "capture kernel memory, {} GiB vs {} GiB: heap peak {} KiB vs {} KiB (of {} KiB, allowed +{HEAP_SLACK_KIB} KiB), page tables {} KiB vs {} KiB (at most {PAGE_TABLES_BOUND_KIB} KiB: 32 directories of old memory at a time, recycled), runtime memory {} KiB vs {} KiB (image {} KiB)",
         small.gib, big.gib, a.heap_peak_kib, b.heap_peak_kib, a.heap_kib, a.page_tables_kib, b.page_tables_kib,
         a.runtime_kib, b.runtime_kib, a.image_kib
     ));
@@ -693,6 +698,13 @@ fn run_bounded(
         return Err(format!(
             "the two captures did not run the same image: runtime memory {} vs {} KiB, image {} vs {} KiB, heap {} vs {} KiB",
             a.runtime_kib, b.runtime_kib, a.image_kib, b.image_kib, a.heap_kib, b.heap_kib
+        )
+        .into());
+    }
+    if b.page_tables_kib > PAGE_TABLES_BOUND_KIB {
+        return Err(format!(
+            "the {} GiB capture used {} KiB of page tables, more than the {PAGE_TABLES_BOUND_KIB} KiB bound: old-memory directories are not recycled",
+            big.gib, b.page_tables_kib
         )
         .into());
     }
