@@ -878,7 +878,7 @@ fn write_all(
     if share_zero {
         data.zeros(out, ps)?;
     }
-    let mut compressor = PageCompressor::new();
+    let mut compressor = PageCompressor::new(ps as usize);
     let mut page = vec![0u8; ps as usize];
     let mut packed = vec![0u8; ps as usize];
     let mut hash = HASH_START;

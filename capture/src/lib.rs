@@ -17,6 +17,7 @@ pub mod acpi;
 pub mod blk;
 pub mod cmdline;
 pub mod compress;
+pub mod deflate;
 pub mod dump;
 pub mod elfcore;
 pub mod filter;
