@@ -22,12 +22,41 @@
 //!   answered with [`SinkError::Full`]; records inside the disk (in particular the header
 //!   rewrite that marks the dump incomplete) are still accepted.
 //!
-//! The write order on the device is therefore: marker sector, flush, data runs (each one
-//! write command), flush, header block, flush.
+//! - **The crashed kernel's log** goes first, into a region at the *end* of the disk
+//!   ([`BlockSink::start_log`], right after [`BlockSink::new`] and before any record): the
+//!   last sector becomes a "writing" [`LogTrailer`] (flush), the text follows from the
+//!   region's start (flush), then the final trailer (flush). Only then is any dump byte
+//!   written. The dump keeps offset 0 and its capacity shrinks to the region's start. The
+//!   region is sized from the log's length (measured before by a dry pass over the records)
+//!   and capped by [`BlockSink::log_limit`]; a longer log is cut after the last whole piece
+//!   that fits and marked incomplete. `lifeboat fetch` finds it from the last sector alone.
+//!
+//! The write order on the device is therefore: marker sector, flush, [writing trailer, flush,
+//! log text, flush, trailer, flush,] data runs (each one write command), flush, header block,
+//! flush.
+//!
+//! The trailer (the disk's last [`SECTOR`], all integers little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 19 | [`LOG_TRAILER_MAGIC`] `LIFEBOAT-KERNEL-LOG`, then zeros up to 24 |
+//! | 24 | 4 | version ([`LOG_TRAILER_VERSION`]) |
+//! | 28 | 4 | state: 0 writing (the capture stopped while writing the log), 1 written |
+//! | 32 | 8 | region start: disk offset of the text (sector-aligned) |
+//! | 40 | 8 | text length stored at the region start |
+//! | 48 | 8 | the whole log's length as measured (larger than the text when it was cut) |
+//! | 56 | 8 | records sent |
+//! | 64 | 4 | flags: bit 0 the log is complete |
+//! | 68 | 4 | CRC-32 (IEEE, zlib's `crc32`) of the text |
+//! | 72 | 2 | reason length (at most [`LOG_REASON_MAX`]) |
+//! | 74 | n | reason, UTF-8: why the log is not complete (or not there) |
+//! | 508 | 4 | CRC-32 of bytes 0..508 of the trailer |
 
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::frame::{LogOutcome, LogWrite};
 use crate::kdump::{DUMP_DH_COMPRESSED_INCOMPLETE, KDUMP_SIGNATURE};
 use crate::sink::{RecordSink, SinkError};
 
@@ -47,6 +76,157 @@ pub const MARKER_VERSION: u32 = 1;
 pub const MARKER_VERSION_OFFSET: usize = 32;
 /// Offset of `status` in `struct disk_dump_header` (makedumpfile `diskdump_mod.h`).
 const HEADER_STATUS_OFFSET: usize = 424;
+
+/// The first bytes of the kernel log trailer (the disk's last sector).
+pub const LOG_TRAILER_MAGIC: &[u8; 19] = b"LIFEBOAT-KERNEL-LOG";
+/// Version of the trailer layout.
+pub const LOG_TRAILER_VERSION: u32 = 1;
+/// The most log text a disk keeps: 32 MiB (Linux's largest `CONFIG_LOG_BUF_SHIFT` ring); a
+/// disk also gives the log at most a quarter of itself ([`BlockSink::log_limit`]).
+pub const LOG_TEXT_MAX: u64 = 32 << 20;
+/// The longest reason a trailer holds (longer ones are cut at a character boundary).
+pub const LOG_REASON_MAX: usize = 400;
+const TRAILER_REASON_OFFSET: usize = 74;
+const TRAILER_CRC_OFFSET: usize = SECTOR - 4;
+
+/// Whether the capture finished writing the log region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogState {
+    /// The region was claimed; the capture stopped before the final trailer.
+    Writing,
+    /// The text and this trailer are on the disk.
+    Written,
+}
+
+/// The kernel log trailer in the disk's last sector (layout in the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogTrailer {
+    pub state: LogState,
+    /// Disk offset of the text.
+    pub region_start: u64,
+    /// Text bytes stored from `region_start`.
+    pub text_len: u64,
+    /// The whole log's length as measured before writing (`text_len` when nothing was cut).
+    pub log_len: u64,
+    /// Records the capture kernel sent.
+    pub records: u64,
+    /// Every record of the log is in the text.
+    pub complete: bool,
+    /// CRC-32 of the text.
+    pub text_crc: u32,
+    /// Why the log is not complete (or not there); empty when complete.
+    pub reason: String,
+}
+
+/// Why a sector is not a usable [`LogTrailer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrailerError {
+    /// No [`LOG_TRAILER_MAGIC`]: no log was written (an older lifeboat, another use of the disk,
+    /// or a capture that stopped before the log).
+    Absent,
+    /// The magic is there but the rest is not a trailer this version reads.
+    Damaged(&'static str),
+}
+
+impl core::fmt::Display for TrailerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TrailerError::Absent => write!(f, "no kernel log trailer"),
+            TrailerError::Damaged(why) => write!(f, "the kernel log trailer is damaged: {}", why),
+        }
+    }
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+/// Continues a CRC-32 (IEEE) over `data`: `crc32_update(crc32_update(0, a), b)` is the CRC of
+/// `a` followed by `b`. The trailer's text CRC, for readers that stream the text.
+pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(data);
+    h.finalize()
+}
+
+impl LogTrailer {
+    /// The trailer's sector.
+    pub fn encode(&self) -> [u8; SECTOR] {
+        let mut s = [0u8; SECTOR];
+        s[..LOG_TRAILER_MAGIC.len()].copy_from_slice(LOG_TRAILER_MAGIC);
+        s[24..28].copy_from_slice(&LOG_TRAILER_VERSION.to_le_bytes());
+        let state: u32 = match self.state {
+            LogState::Writing => 0,
+            LogState::Written => 1,
+        };
+        s[28..32].copy_from_slice(&state.to_le_bytes());
+        s[32..40].copy_from_slice(&self.region_start.to_le_bytes());
+        s[40..48].copy_from_slice(&self.text_len.to_le_bytes());
+        s[48..56].copy_from_slice(&self.log_len.to_le_bytes());
+        s[56..64].copy_from_slice(&self.records.to_le_bytes());
+        s[64..68].copy_from_slice(&u32::from(self.complete).to_le_bytes());
+        s[68..72].copy_from_slice(&self.text_crc.to_le_bytes());
+        let mut n = self.reason.len().min(LOG_REASON_MAX);
+        while !self.reason.is_char_boundary(n) {
+            n -= 1;
+        }
+        s[72..74].copy_from_slice(&(n as u16).to_le_bytes());
+        s[TRAILER_REASON_OFFSET..TRAILER_REASON_OFFSET + n].copy_from_slice(&self.reason.as_bytes()[..n]);
+        let crc = crc32fast::hash(&s[..TRAILER_CRC_OFFSET]);
+        s[TRAILER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        s
+    }
+
+    /// Reads the trailer in `sector` (the last sector of a disk of `disk_bytes`, whole
+    /// sectors), checking its CRC and that the text lies before it.
+    pub fn decode(sector: &[u8], disk_bytes: u64) -> Result<LogTrailer, TrailerError> {
+        if sector.len() < SECTOR || !sector.starts_with(LOG_TRAILER_MAGIC) {
+            return Err(TrailerError::Absent);
+        }
+        if crc32fast::hash(&sector[..TRAILER_CRC_OFFSET]) != le_u32(sector, TRAILER_CRC_OFFSET) {
+            return Err(TrailerError::Damaged("its CRC does not match"));
+        }
+        if le_u32(sector, 24) != LOG_TRAILER_VERSION {
+            return Err(TrailerError::Damaged("unknown version"));
+        }
+        let state = match le_u32(sector, 28) {
+            0 => LogState::Writing,
+            1 => LogState::Written,
+            _ => return Err(TrailerError::Damaged("unknown state")),
+        };
+        let region_start = le_u64(sector, 32);
+        let text_len = le_u64(sector, 40);
+        let trailer_at = disk_bytes.saturating_sub(SECTOR as u64);
+        if !region_start.is_multiple_of(SECTOR as u64)
+            || region_start > trailer_at
+            || text_len > trailer_at - region_start
+        {
+            return Err(TrailerError::Damaged("the text does not lie before the trailer"));
+        }
+        let n = usize::from(u16::from_le_bytes([sector[72], sector[73]]));
+        if n > LOG_REASON_MAX {
+            return Err(TrailerError::Damaged("reason too long"));
+        }
+        let reason = core::str::from_utf8(&sector[TRAILER_REASON_OFFSET..TRAILER_REASON_OFFSET + n])
+            .map_err(|_| TrailerError::Damaged("reason is not UTF-8"))?;
+        Ok(LogTrailer {
+            state,
+            region_start,
+            text_len,
+            log_len: le_u64(sector, 48),
+            records: le_u64(sector, 56),
+            complete: le_u32(sector, 64) & 1 != 0,
+            text_crc: le_u32(sector, 68),
+            reason: String::from(reason),
+        })
+    }
+}
 
 /// Sector 0 while a capture is under way: [`IN_PROGRESS_MAGIC`], then the version, then zeros.
 pub fn in_progress_marker() -> [u8; SECTOR] {
@@ -109,6 +289,8 @@ pub struct BlockSink<D: BlockDevice> {
     /// A record was cut at the end of the disk, or a data write failed: the header is marked
     /// incomplete when written.
     lost_data: bool,
+    /// [`BlockSink::start_log`] claimed the end of the disk.
+    log_claimed: bool,
     stats: BlkStats,
 }
 
@@ -143,7 +325,67 @@ impl<D: BlockDevice> BlockSink<D> {
             buf_start: 0,
             buf_len: 0,
             lost_data: false,
+            log_claimed: false,
             stats,
+        })
+    }
+
+    /// The most log text this disk keeps: [`LOG_TEXT_MAX`], and at most a quarter of the disk
+    /// less the trailer sector (whole sectors). `None` when the disk is too small for a log
+    /// region (under 4 sectors).
+    pub fn log_limit(&self) -> Option<u64> {
+        let quarter = (self.capacity / 4) & !(SECTOR as u64 - 1);
+        (quarter >= SECTOR as u64).then(|| (quarter - SECTOR as u64).min(LOG_TEXT_MAX))
+    }
+
+    /// Claims the kernel log region at the end of the disk for a log of `log_len` bytes
+    /// (measured beforehand; at most [`BlockSink::log_limit`] of it is kept): the dump's
+    /// capacity becomes the region's start, then a [`LogState::Writing`] trailer goes to the
+    /// last sector and is flushed. Write the text through the returned [`LogRegion`] (a
+    /// [`LogWrite`]) and end with [`LogRegion::finish`], all before the first record.
+    ///
+    /// Errors: called after a record or a second time (nothing is written), the disk is too
+    /// small for a region (`Full { limit: 0 }`, nothing is written), or the trailer could not be
+    /// written (the region stays reserved: the dump never reaches into it).
+    pub fn start_log(&mut self, log_len: u64) -> Result<LogRegion<'_, D>, SinkError> {
+        if self.log_claimed || self.stats.bytes_accepted > 0 || self.buf_len > 0 {
+            return Err(SinkError::Io("the kernel log region must be written before the dump"));
+        }
+        let Some(limit) = self.log_limit() else {
+            return Err(SinkError::Full { limit: 0 });
+        };
+        let room = log_len.min(limit).next_multiple_of(SECTOR as u64);
+        let trailer_lba = self.capacity / SECTOR as u64 - 1;
+        let region_start = self.capacity - SECTOR as u64 - room;
+        self.log_claimed = true;
+        self.capacity = region_start;
+        let held = self.held.len().min(region_start as usize);
+        self.held.truncate(held);
+        let writing = LogTrailer {
+            state: LogState::Writing,
+            region_start,
+            text_len: 0,
+            log_len,
+            records: 0,
+            complete: false,
+            text_crc: 0,
+            reason: String::from("the capture stopped while writing the log"),
+        };
+        self.dev.write_blocks(trailer_lba, &writing.encode())?;
+        self.stats.writes += 1;
+        self.stats.bytes_to_device += SECTOR as u64;
+        self.flush_device()?;
+        Ok(LogRegion {
+            sink: self,
+            trailer_lba,
+            region_start,
+            room,
+            log_len,
+            buffered: 0,
+            written: 0,
+            crc: 0,
+            cut: false,
+            error: None,
         })
     }
 
@@ -152,7 +394,8 @@ impl<D: BlockDevice> BlockSink<D> {
         self.stats.bytes_accepted
     }
 
-    /// The usable size of the disk (whole sectors).
+    /// The usable size of the disk for the dump (whole sectors): the disk, or the kernel log
+    /// region's start once [`BlockSink::start_log`] claimed it.
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
@@ -245,6 +488,147 @@ impl<D: BlockDevice> BlockSink<D> {
     }
 }
 
+/// The kernel log region being written ([`BlockSink::start_log`]): a [`LogWrite`] that puts
+/// the text in sequence from the region's start through the sink's write-back buffer (no
+/// memory of its own), whole sectors, the last one padded with zeros.
+///
+/// A piece of text that does not fit whole in the region is refused whole
+/// (`SinkError::Full`), as is everything after it, so a log that is too long ends at the last
+/// whole record (the kernel writes one record per piece). After a write error every later
+/// write fails at once. Dropped without [`LogRegion::finish`], the trailer keeps saying
+/// [`LogState::Writing`].
+pub struct LogRegion<'a, D: BlockDevice> {
+    sink: &'a mut BlockSink<D>,
+    trailer_lba: u64,
+    region_start: u64,
+    /// Text bytes the region holds.
+    room: u64,
+    /// The log's measured length.
+    log_len: u64,
+    /// Text bytes in `sink.buf` not yet written.
+    buffered: usize,
+    /// Text bytes written to the disk without error.
+    written: u64,
+    /// CRC-32 of the `written` bytes.
+    crc: u32,
+    /// A piece did not fit: the text was cut.
+    cut: bool,
+    error: Option<SinkError>,
+}
+
+impl<D: BlockDevice> LogRegion<'_, D> {
+    /// Disk offset of the text.
+    pub fn region_start(&self) -> u64 {
+        self.region_start
+    }
+
+    /// Text bytes the region holds.
+    pub fn room(&self) -> u64 {
+        self.room
+    }
+
+    /// Writes the buffered text (a partial last sector padded with zeros).
+    fn write_out(&mut self) -> Result<(), SinkError> {
+        let n = self.buffered;
+        if n == 0 {
+            return Ok(());
+        }
+        self.buffered = 0;
+        let end = n.next_multiple_of(SECTOR);
+        self.sink.buf[n..end].fill(0);
+        let lba = (self.region_start + self.written) / SECTOR as u64;
+        match self.sink.dev.write_blocks(lba, &self.sink.buf[..end]) {
+            Ok(()) => {
+                self.sink.stats.writes += 1;
+                self.sink.stats.bytes_to_device += end as u64;
+                self.crc = crc32_update(self.crc, &self.sink.buf[..n]);
+                self.written += n as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the log: writes the rest of the text and flushes, then writes the final trailer
+    /// ([`LogState::Written`], complete only when `outcome` is and nothing was cut or failed)
+    /// and flushes again; returns that trailer. `outcome` is what the producer reports
+    /// ([`LogOutcome`]); a cut or a write error here overrides its reason.
+    ///
+    /// An error means the final trailer may not be on the disk: the disk then still says
+    /// [`LogState::Writing`] (or holds a torn sector that fails the trailer's CRC), never a
+    /// whole log.
+    pub fn finish(mut self, outcome: &LogOutcome) -> Result<LogTrailer, SinkError> {
+        if self.error.is_none() {
+            let _ = self.write_out();
+        }
+        self.sink.flush_device()?;
+        let (complete, reason) = if let Some(e) = &self.error {
+            (
+                false,
+                alloc::format!(
+                    "a disk write failed while writing the log ({}): {} of its {} bytes are on the disk",
+                    e,
+                    self.written,
+                    self.log_len
+                ),
+            )
+        } else if self.cut {
+            (
+                false,
+                alloc::format!(
+                    "the log ({} bytes) is longer than the {} bytes this disk keeps for it: cut after {} records",
+                    self.log_len,
+                    self.room,
+                    outcome.records
+                ),
+            )
+        } else {
+            (outcome.complete, outcome.reason.clone())
+        };
+        let trailer = LogTrailer {
+            state: LogState::Written,
+            region_start: self.region_start,
+            text_len: self.written,
+            log_len: self.log_len,
+            records: outcome.records,
+            complete,
+            text_crc: self.crc,
+            reason: if complete { String::new() } else { reason },
+        };
+        self.sink.dev.write_blocks(self.trailer_lba, &trailer.encode())?;
+        self.sink.stats.writes += 1;
+        self.sink.stats.bytes_to_device += SECTOR as u64;
+        self.sink.flush_device()?;
+        Ok(trailer)
+    }
+}
+
+impl<D: BlockDevice> LogWrite for LogRegion<'_, D> {
+    fn log_text(&mut self, mut text: &[u8]) -> Result<(), SinkError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let sent = self.written + self.buffered as u64;
+        if self.cut || sent + text.len() as u64 > self.room {
+            self.cut = true;
+            return Err(SinkError::Full { limit: self.room });
+        }
+        while !text.is_empty() {
+            let n = (self.sink.buf.len() - self.buffered).min(text.len());
+            self.sink.buf[self.buffered..self.buffered + n].copy_from_slice(&text[..n]);
+            self.buffered += n;
+            text = &text[n..];
+            if self.buffered == self.sink.buf.len() {
+                self.write_out()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Sets `DUMP_DH_COMPRESSED_INCOMPLETE` in a `disk_dump_header`; anything else is left alone.
 fn mark_incomplete(block: &mut [u8]) {
     if block.starts_with(&KDUMP_SIGNATURE) && block.len() >= HEADER_STATUS_OFFSET + 4 {
@@ -304,6 +688,8 @@ mod tests {
         ops: Vec<Op>,
         /// Fail the n-th write (0-based) and every later one.
         fail_write_from: Option<usize>,
+        /// With `fail_write_from`: fail only that one write.
+        fail_once: bool,
         fail_reads: bool,
         writes: usize,
     }
@@ -316,6 +702,7 @@ mod tests {
                 capacity,
                 ops: Vec::new(),
                 fail_write_from: None,
+                fail_once: false,
                 fail_reads: false,
                 writes: 0,
             }
@@ -336,7 +723,7 @@ mod tests {
             let r = self.range(lba, data.len());
             self.ops.push(Op::Write { lba, len: data.len() });
             self.writes += 1;
-            if self.fail_write_from.is_some_and(|n| self.writes > n) {
+            if self.fail_write_from.is_some_and(|n| self.writes > n && (!self.fail_once || self.writes == n + 1)) {
                 return Err(SinkError::Io("test disk write failed"));
             }
             self.data[r].copy_from_slice(data);
@@ -632,5 +1019,276 @@ mod tests {
         let mut sink = BlockSink::new(MemDisk::new(vec![0; 1 << 20])).unwrap();
         sink.dev.fail_reads = true;
         assert_eq!(sink.record(5000, &[1; 10]), Err(SinkError::Io("test disk read failed")));
+    }
+
+    fn text_of(lines: usize, width: usize) -> Vec<Vec<u8>> {
+        (0..lines)
+            .map(|i| {
+                let mut l = alloc::format!("[{:5}.{:06}] record {} ", i, i * 7, i).into_bytes();
+                l.resize(width - 1, b'x');
+                l.push(b'\n');
+                l
+            })
+            .collect()
+    }
+
+    fn trailer_of(disk: &[u8]) -> Result<LogTrailer, TrailerError> {
+        let n = disk.len();
+        LogTrailer::decode(&disk[n - SECTOR..], n as u64)
+    }
+
+    fn done(records: u64) -> LogOutcome {
+        LogOutcome { complete: true, records, reason: String::new() }
+    }
+
+    #[test]
+    fn log_region_is_written_and_flushed_before_any_dump_byte() {
+        let (mem, core) = machine(0x30_0000);
+        let want = reference_dump(&mem, &core);
+        let size = 8 << 20;
+        let before = garbage(size, 11);
+        let lines = text_of(700, 93); // 65100 bytes: several buffer writes of 16 KiB
+        let log: Vec<u8> = lines.concat();
+        let mut sink = BlockSink::with_buffer_size(MemDisk::new(before.clone()), 16 * 1024).unwrap();
+        assert_eq!(sink.log_limit(), Some((2 << 20) - 512));
+        let mut region = sink.start_log(log.len() as u64).unwrap();
+        let start = region.region_start();
+        assert_eq!(region.room(), (log.len() as u64).next_multiple_of(512));
+        assert_eq!(start, size as u64 - 512 - region.room());
+        for l in &lines {
+            region.log_text(l).unwrap();
+        }
+        let t = region.finish(&done(700)).unwrap();
+        assert_eq!(sink.capacity(), start);
+        let (params, _) = dump_params(&core, &mem, "x86_64");
+        let s = write_kdump(&core, &params, &mem, &mut sink, &mut NoProgress);
+        assert_eq!(s.verdict, Verdict::Complete);
+        let (disk, _) = sink.finish().unwrap();
+
+        // The trailer, from the last sector alone.
+        assert_eq!(trailer_of(&disk.data), Ok(t.clone()));
+        assert_eq!(t.state, LogState::Written);
+        assert!(t.complete && t.reason.is_empty());
+        assert_eq!((t.region_start, t.text_len, t.log_len, t.records), (start, log.len() as u64, log.len() as u64, 700));
+        assert_eq!(t.text_crc, crc32fast::hash(&log));
+        let s0 = start as usize;
+        assert!(disk.data[s0..s0 + log.len()] == log[..]);
+        assert!(disk.data[s0 + log.len()..size - 512].iter().all(|&b| b == 0), "padding");
+        // The dump is untouched by the region, and the region by the dump.
+        assert!(disk.data[..want.len()] == want[..]);
+        assert!(disk.data[want.len()..s0] == before[want.len()..s0]);
+
+        // Order: marker, flush; writing trailer, flush; text; flush; trailer, flush; then the dump.
+        let last = (size / 512 - 1) as u64;
+        let ops = &disk.ops;
+        assert_eq!(ops[..5], [
+            Op::Read { lba: 0, len: 4096 },
+            Op::Write { lba: 0, len: 512 },
+            Op::Flush,
+            Op::Write { lba: last, len: 512 },
+            Op::Flush
+        ]);
+        let text_writes: Vec<&Op> = ops[5..].iter().take_while(|o| matches!(o, Op::Write { .. })).collect();
+        assert_eq!(text_writes.len(), 4); // 3 full 16 KiB buffers and the rest
+        let mut lba = start / 512;
+        for w in &text_writes {
+            let Op::Write { lba: l, len } = w else { unreachable!() };
+            assert_eq!(*l, lba);
+            lba += (*len / 512) as u64;
+        }
+        let i = 5 + text_writes.len();
+        assert_eq!(ops[i..i + 3], [Op::Flush, Op::Write { lba: last, len: 512 }, Op::Flush]);
+        for op in &ops[i + 3..] {
+            if let Op::Write { lba, len } = op {
+                assert!(lba * 512 + *len as u64 <= start, "a dump write reached the log region: {:?}", op);
+            }
+        }
+        assert!(ops[i + 3..].iter().any(|o| matches!(o, Op::Write { lba, .. } if *lba >= 8)));
+
+        // A capture that stops while writing the log leaves the "writing" trailer.
+        let mut sink = BlockSink::new(MemDisk::new(vec![0; 1 << 20])).unwrap();
+        let mut region = sink.start_log(5000).unwrap();
+        region.log_text(&[b'a'; 3000]).unwrap(); // and never finished
+        let t = trailer_of(&sink.dev.data).unwrap();
+        assert_eq!(t.state, LogState::Writing);
+        assert!(!t.complete && t.reason.contains("stopped while writing"), "{:?}", t);
+    }
+
+    #[test]
+    fn no_log_leaves_a_trailer_saying_why() {
+        let mut sink = BlockSink::new(MemDisk::new(vec![0x33; 1 << 20])).unwrap();
+        let region = sink.start_log(0).unwrap();
+        assert_eq!(region.region_start(), (1 << 20) - 512);
+        let why = LogOutcome { complete: false, records: 0, reason: String::from("no VMCOREINFO") };
+        region.finish(&why).unwrap();
+        assert_eq!(sink.capacity(), (1 << 20) - 512);
+        let (d, _) = sink.finish().unwrap();
+        let t = trailer_of(&d.data).unwrap();
+        assert_eq!((t.state, t.text_len, t.complete, t.reason.as_str()), (LogState::Written, 0, false, "no VMCOREINFO"));
+        assert_eq!(t.text_crc, 0);
+        // A whole but empty log is complete.
+        let mut sink = BlockSink::new(MemDisk::new(vec![0; 1 << 20])).unwrap();
+        sink.start_log(0).unwrap().finish(&done(0)).unwrap();
+        assert!(trailer_of(&sink.dev.data).unwrap().complete);
+    }
+
+    #[test]
+    fn the_dump_fits_in_what_the_log_leaves() {
+        let (mem, core) = machine(0x40_0000);
+        let (params, _) = dump_params(&core, &mem, "x86_64");
+        let cap = 256 * 1024;
+        let mut sink = BlockSink::new(MemDisk::new(garbage(cap, 5))).unwrap();
+        let log = text_of(300, 100).concat(); // 30000 bytes: within a quarter of the disk
+        let mut region = sink.start_log(log.len() as u64).unwrap();
+        region.log_text(&log).unwrap();
+        let start = region.region_start();
+        assert_eq!(start, cap as u64 - 512 - 30208);
+        region.finish(&done(300)).unwrap();
+        let s = write_kdump(&core, &params, &mem, &mut sink, &mut NoProgress);
+        match &s.verdict {
+            Verdict::Incomplete(w) => assert!(w.starts_with(&alloc::format!("sink full after {} bytes", start)), "{}", w),
+            v => panic!("{:?}", v),
+        }
+        let (disk, stats) = sink.finish().unwrap();
+        assert_eq!(stats.extent, start);
+        assert_eq!(status(&disk.data), DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_INCOMPLETE);
+        let t = trailer_of(&disk.data).unwrap();
+        assert!(t.complete);
+        assert!(disk.data[start as usize..start as usize + log.len()] == log[..]);
+        // Records after the log was written cannot claim the region again.
+        let mut sink = BlockSink::new(MemDisk::new(vec![0; 1 << 20])).unwrap();
+        sink.record(0, &[1; 10]).unwrap();
+        assert!(matches!(sink.start_log(10), Err(SinkError::Io(_))));
+        let mut sink = BlockSink::new(MemDisk::new(vec![0; 1 << 20])).unwrap();
+        sink.start_log(10).unwrap().finish(&done(1)).unwrap();
+        assert!(matches!(sink.start_log(10), Err(SinkError::Io(_))));
+        // A disk under 4 sectors has no room for a log; the dump keeps the whole disk.
+        let mut sink = BlockSink::new(MemDisk::new(vec![0; 1536])).unwrap();
+        assert_eq!(sink.log_limit(), None);
+        assert!(matches!(sink.start_log(10), Err(SinkError::Full { limit: 0 })));
+        assert_eq!(sink.capacity(), 1536);
+        // 4 sectors: a trailer and no text; the held header block shrinks to what is left.
+        let mut sink = BlockSink::new(MemDisk::new(vec![0; 2048])).unwrap();
+        assert_eq!(sink.log_limit(), Some(0));
+        sink.start_log(10).unwrap().finish(&done(0)).unwrap();
+        assert_eq!(sink.capacity(), 1536);
+        assert_eq!(sink.record(0, &[7; 2000]), Err(SinkError::Full { limit: 1536 }));
+        let (d, _) = sink.finish().unwrap();
+        assert_eq!(d.data[..1536], [7; 1536]);
+        assert!(trailer_of(&d.data).is_ok());
+        // A huge disk keeps at most LOG_TEXT_MAX.
+        let mut big = MemDisk::new(vec![0; 8192]);
+        big.capacity = 1 << 40;
+        let sink = BlockSink::new(big).unwrap();
+        assert_eq!(sink.log_limit(), Some(LOG_TEXT_MAX));
+    }
+
+    #[test]
+    fn a_log_longer_than_the_cap_is_cut_at_a_record() {
+        let size = 64 * 1024; // limit: a quarter less the trailer = 15872 bytes
+        let mut sink = BlockSink::with_buffer_size(MemDisk::new(garbage(size, 9)), 4096).unwrap();
+        assert_eq!(sink.log_limit(), Some(15872));
+        let lines = text_of(300, 100);
+        let mut region = sink.start_log(30000).unwrap();
+        assert_eq!(region.room(), 15872);
+        let mut records = 0;
+        for l in &lines {
+            match region.log_text(l) {
+                Ok(()) => records += 1,
+                Err(e) => {
+                    assert_eq!(e, SinkError::Full { limit: 15872 });
+                    break;
+                }
+            }
+        }
+        assert_eq!(records, 158);
+        // Everything after the cut is refused too, even what would fit.
+        assert!(region.log_text(b"x").is_err());
+        let klog = LogOutcome { complete: false, records, reason: String::from("the link failed while sending the log") };
+        let t = region.finish(&klog).unwrap();
+        assert!(!t.complete);
+        assert_eq!((t.text_len, t.log_len, t.records), (15800, 30000, 158));
+        assert!(t.reason.contains("longer than the 15872 bytes") && t.reason.contains("cut after 158 records"), "{}", t.reason);
+        let (d, _) = sink.finish().unwrap();
+        assert_eq!(trailer_of(&d.data), Ok(t));
+        let start = size - 512 - 15872;
+        assert!(d.data[start..start + 15800] == lines[..158].concat()[..]);
+    }
+
+    #[test]
+    fn a_failure_while_writing_the_log() {
+        let (mem, core) = machine(0x10_0000);
+        let (params, _) = dump_params(&core, &mem, "x86_64");
+        let lines = text_of(100, 100);
+        // The second text write fails (writes: marker, writing trailer, text 4096, text...).
+        let mut d = MemDisk::new(vec![0; 4 << 20]);
+        d.fail_write_from = Some(3);
+        d.fail_once = true;
+        let mut sink = BlockSink::with_buffer_size(d, 4096).unwrap();
+        let mut region = sink.start_log(10_000).unwrap();
+        let mut sent = 0;
+        for l in &lines {
+            if region.log_text(l).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        assert_eq!(sent, 81); // the piece that filled the second buffer failed
+        assert!(region.log_text(b"more").is_err());
+        let t = region.finish(&LogOutcome { complete: false, records: sent, reason: String::from("x") }).unwrap();
+        assert!(!t.complete && t.reason.starts_with("a disk write failed while writing the log"), "{}", t.reason);
+        assert_eq!(t.text_len, 4096);
+        assert_eq!(t.text_crc, crc32fast::hash(&lines.concat()[..4096]));
+        // The dump still goes to the rest of the disk.
+        let s = write_kdump(&core, &params, &mem, &mut sink, &mut NoProgress);
+        assert_eq!(s.verdict, Verdict::Complete);
+        let (disk, _) = sink.finish().unwrap();
+        assert_eq!(trailer_of(&disk.data), Ok(t));
+        assert_eq!(status(&disk.data), DUMP_DH_COMPRESSED_ZLIB);
+
+        // Writing the final trailer fails: the disk still says "writing", never a whole log.
+        let mut d = MemDisk::new(vec![0; 1 << 20]);
+        d.fail_write_from = Some(3);
+        d.fail_once = true;
+        let mut sink = BlockSink::new(d).unwrap();
+        let mut region = sink.start_log(100).unwrap();
+        region.log_text(&[b'z'; 100]).unwrap();
+        assert_eq!(region.finish(&done(1)), Err(SinkError::Io("test disk write failed")));
+        assert_eq!(trailer_of(&sink.dev.data).unwrap().state, LogState::Writing);
+        // The "writing" trailer itself fails: the region stays reserved, nothing else written.
+        let mut d = MemDisk::new(vec![0; 1 << 20]);
+        d.fail_write_from = Some(1);
+        d.fail_once = true;
+        let mut sink = BlockSink::new(d).unwrap();
+        assert!(sink.start_log(100).is_err());
+        assert_eq!(sink.capacity(), (1 << 20) - 1024);
+        assert_eq!(trailer_of(&sink.dev.data), Err(TrailerError::Absent));
+    }
+
+    #[test]
+    fn trailer_round_trip_and_damage() {
+        let t = LogTrailer {
+            state: LogState::Written,
+            region_start: 1 << 20,
+            text_len: 1234,
+            log_len: 99_999,
+            records: 17,
+            complete: false,
+            text_crc: 0xdead_beef,
+            reason: "é".repeat(300), // 600 bytes: cut at a character boundary
+        };
+        let s = t.encode();
+        assert!(s.starts_with(LOG_TRAILER_MAGIC));
+        let back = LogTrailer::decode(&s, (2 << 20) + 512).unwrap();
+        assert_eq!(back.reason, "é".repeat(200));
+        assert_eq!(back, LogTrailer { reason: "é".repeat(200), ..t.clone() });
+        let mut bad = s;
+        bad[40] ^= 1;
+        assert_eq!(LogTrailer::decode(&bad, 4 << 20), Err(TrailerError::Damaged("its CRC does not match")));
+        assert_eq!(LogTrailer::decode(&[0; 512], 4 << 20), Err(TrailerError::Absent));
+        // The text must lie before the trailer.
+        assert!(matches!(LogTrailer::decode(&s, (1 << 20) + 1024), Err(TrailerError::Damaged(_))));
+        assert!(LogTrailer::decode(&s, (1 << 20) + 1234 + 512).is_ok());
+        assert_eq!(crc32_update(crc32_update(0, b"1234"), b"56789"), 0xcbf4_3926);
     }
 }

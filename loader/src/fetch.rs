@@ -9,8 +9,16 @@
 //! all of the crashed machine's memory) and renamed to OUT when complete; an existing OUT is
 //! only replaced with `--force`.
 //!
-//! Exit codes: 0 a complete dump was copied; 1 an incomplete dump was copied (the capture was
-//! cut short, the header says so); 2 no dump, a corrupt dump, or a usage or I/O error.
+//! The crashed kernel's log comes first: the capture kernel writes it to a region at the end
+//! of the disk, described by a trailer in the last sector (`lifeboat_capture::blk::LogTrailer`),
+//! before any dump byte. `fetch` reads that trailer, checks the text's CRC-32 and writes the
+//! text to `OUT.dmesg.txt` (0600, fsynced) — `OUT.dmesg.txt.incomplete` when the trailer says
+//! the log is not whole or the CRC does not match — also when there is no usable dump. A disk
+//! without a trailer gets no log file. The dump is never read past the region's start.
+//!
+//! Exit codes (they describe the dump; the log's outcome is a line of the output): 0 a complete
+//! dump was copied; 1 an incomplete dump was copied (the capture was cut short, the header says
+//! so); 2 no dump, a corrupt dump, or a usage or I/O error.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -19,7 +27,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lifeboat_capture::blk::is_in_progress_marker;
+use lifeboat_capture::blk::{crc32_update, is_in_progress_marker, LogState, LogTrailer, TrailerError, SECTOR};
 use lifeboat_capture::kdump::{UtsName, KDUMP_SIGNATURE};
 use lifeboat_capture::kdump_reader::{KdumpError, KdumpReader, ReadAt, VerifyReport};
 
@@ -148,29 +156,224 @@ impl FetchReport {
 }
 
 fn output_part(out: &Path) -> PathBuf {
-    let mut name = out
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".part");
-    out.with_file_name(name)
+    suffixed(out, ".part")
 }
 
-/// Copies the dump on `source` to `out`. `progress` receives short status lines (verifying,
-/// copying) at most once a second.
+fn suffixed(p: &Path, suffix: &str) -> PathBuf {
+    let mut name = p.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    p.with_file_name(name)
+}
+
+/// Where `fetch` writes the whole kernel log for dump file `out`: `<out>.dmesg.txt` (as
+/// `lifeboat receive` does).
+pub fn dmesg_path(out: &Path) -> PathBuf {
+    suffixed(out, ".dmesg.txt")
+}
+
+/// Where `fetch` writes a log that is not whole: `<out>.dmesg.txt.incomplete`.
+pub fn dmesg_incomplete_path(out: &Path) -> PathBuf {
+    suffixed(out, ".dmesg.txt.incomplete")
+}
+
+/// What `fetch` did with the crashed kernel's log on the disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogFetch {
+    /// The file written: [`dmesg_path`] when whole, [`dmesg_incomplete_path`] otherwise;
+    /// `None` when there was no log text to write (or writing failed: see `problem`).
+    pub path: Option<PathBuf>,
+    /// Text bytes written.
+    pub bytes: u64,
+    /// Records, as the trailer counts them.
+    pub records: u64,
+    /// The trailer says the log is whole and the text matches its CRC-32.
+    pub complete: bool,
+    /// Why the log is not whole, or why there is none, for people.
+    pub problem: Option<String>,
+}
+
+impl LogFetch {
+    fn none(why: impl Into<String>) -> Self {
+        LogFetch {
+            problem: Some(why.into()),
+            ..LogFetch::default()
+        }
+    }
+
+    /// One line for people: `kernel log: vmcore.dmesg.txt (65536 bytes, 812 records)`.
+    pub fn summary(&self) -> String {
+        let why = self.problem.as_deref().unwrap_or("");
+        match &self.path {
+            Some(p) if self.complete => format!(
+                "kernel log: {} ({} bytes, {} records)",
+                p.display(),
+                self.bytes,
+                self.records
+            ),
+            Some(p) => format!(
+                "kernel log INCOMPLETE: {} ({} bytes, {} records): {why}",
+                p.display(),
+                self.bytes,
+                self.records
+            ),
+            None => format!("kernel log: none written: {why}"),
+        }
+    }
+}
+
+/// Reads the kernel log trailer in the disk's last sector and writes the log next to `out`.
+/// Returns what happened and where the dump's space ends (the log region's start, or the
+/// disk's size when there is no trailer to trust).
+fn fetch_log(disk: &DiskReader, source: &Path, out: &Path) -> (LogFetch, u64) {
+    let end = disk.size() & !(SECTOR as u64 - 1);
+    if end < SECTOR as u64 {
+        return (LogFetch::none("the disk is smaller than one sector"), disk.size());
+    }
+    let mut sector = [0u8; SECTOR];
+    if let Err(e) = disk.read_at(end - SECTOR as u64, &mut sector) {
+        return (
+            LogFetch::none(format!("cannot read the last sector of {}: {e}", source.display())),
+            disk.size(),
+        );
+    }
+    let t = match LogTrailer::decode(&sector, end) {
+        Ok(t) => t,
+        Err(TrailerError::Absent) => {
+            return (
+                LogFetch::none(
+                    "no kernel log trailer in the disk's last sector (an older lifeboat wrote this disk, \
+                     or the capture stopped before the log)",
+                ),
+                disk.size(),
+            )
+        }
+        Err(e) => return (LogFetch::none(format!("{e}")), disk.size()),
+    };
+    let limit = t.region_start;
+    if t.state == LogState::Writing {
+        return (
+            LogFetch::none("the capture stopped while writing the log (the trailer says so)"),
+            limit,
+        );
+    }
+    if t.text_len == 0 && !t.complete {
+        return (
+            LogFetch::none(format!("the capture kernel wrote no log: {}", t.reason)),
+            limit,
+        );
+    }
+    (write_log(disk, source, out, &t), limit)
+}
+
+/// Copies the text `t` describes through `<out>.dmesg.txt.part` (0600, fsynced) to
+/// `<out>.dmesg.txt`, or `<out>.dmesg.txt.incomplete` when the log is not whole or its CRC
+/// does not match; a stale file of the other name is removed.
+fn write_log(disk: &DiskReader, source: &Path, out: &Path, t: &LogTrailer) -> LogFetch {
+    let part = suffixed(out, ".dmesg.txt.part");
+    let _ = fs::remove_file(&part);
+    let result = (|| -> Result<u32, String> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&part)
+            .map_err(|e| format!("cannot write {}: {e}", part.display()))?;
+        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut crc = 0u32;
+        let mut done = 0u64;
+        while done < t.text_len {
+            let n = (t.text_len - done).min(COPY_CHUNK as u64) as usize;
+            disk.file
+                .read_exact_at(&mut buf[..n], t.region_start + done)
+                .map_err(|e| format!("cannot read {} at offset {:#x}: {e}", source.display(), t.region_start + done))?;
+            crc = crc32_update(crc, &buf[..n]);
+            f.write_all(&buf[..n])
+                .map_err(|e| format!("cannot write {}: {e}", part.display()))?;
+            done += n as u64;
+        }
+        f.sync_all()
+            .map_err(|e| format!("cannot write {}: {e}", part.display()))?;
+        Ok(crc)
+    })();
+    let crc = match result {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = fs::remove_file(&part);
+            return LogFetch::none(e);
+        }
+    };
+    let problem = if crc != t.text_crc {
+        Some(format!(
+            "the text does not match the trailer's CRC-32 ({crc:#010x}, the trailer says {:#010x}): damaged or \
+             overwritten since the capture",
+            t.text_crc
+        ))
+    } else if !t.complete {
+        Some(t.reason.clone())
+    } else {
+        None
+    };
+    let complete = problem.is_none();
+    let (path, other) = if complete {
+        (dmesg_path(out), dmesg_incomplete_path(out))
+    } else {
+        (dmesg_incomplete_path(out), dmesg_path(out))
+    };
+    if let Err(e) = fs::rename(&part, &path) {
+        let _ = fs::remove_file(&part);
+        return LogFetch::none(format!("cannot write {}: {e}", path.display()));
+    }
+    let _ = fs::remove_file(&other);
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    LogFetch {
+        path: Some(path),
+        bytes: t.text_len,
+        records: t.records,
+        complete,
+        problem,
+    }
+}
+
+/// Copies the crashed kernel's log on `source` to `<out>.dmesg.txt` (first), then the dump to
+/// `out`. The log is `None` when `source` was not read (`out` exists, `source` cannot be
+/// opened); it is written whatever becomes of the dump. `progress` receives short status lines
+/// (verifying, copying) at most once a second.
 pub fn fetch(
     source: &Path,
     out: &Path,
     force: bool,
     progress: &mut dyn FnMut(&str),
-) -> Result<FetchReport, FetchError> {
+) -> (Option<LogFetch>, Result<FetchReport, FetchError>) {
     if !force && fs::symlink_metadata(out).is_ok() {
-        return Err(FetchError::OutputExists(out.to_path_buf()));
+        return (None, Err(FetchError::OutputExists(out.to_path_buf())));
     }
-    let disk = DiskReader::open(source).map_err(|err| FetchError::Open {
-        path: source.to_path_buf(),
-        err,
-    })?;
+    let disk = match DiskReader::open(source) {
+        Ok(d) => d,
+        Err(err) => {
+            return (
+                None,
+                Err(FetchError::Open {
+                    path: source.to_path_buf(),
+                    err,
+                }),
+            )
+        }
+    };
+    let (log, dump_limit) = fetch_log(&disk, source, out);
+    (Some(log), fetch_dump(disk, dump_limit, source, out, progress))
+}
+
+/// The dump part of [`fetch`]: nothing at or after `dump_limit` (the log region) is read.
+fn fetch_dump(
+    disk: DiskReader,
+    dump_limit: u64,
+    source: &Path,
+    out: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<FetchReport, FetchError> {
     let mut start = [0u8; 512];
     let n = (disk.size() as usize).min(start.len());
     disk.read_at(0, &mut start[..n])
@@ -194,8 +397,9 @@ pub fn fetch(
     let data_end = whole.data_end().map_err(corrupt)?;
     let disk = whole.into_inner();
     let source_size = disk.size();
-    // Descriptors past the end of a cut-short capture can be old disk contents.
-    let data_end = data_end.min(source_size);
+    // Descriptors past the end of a cut-short capture can be old disk contents; the kernel
+    // log region follows the dump's space.
+    let data_end = data_end.min(source_size).min(dump_limit);
 
     // Check every page, seeing only the dump (not what follows it on the disk).
     let view = disk.limited(data_end).map_err(|err| FetchError::Open {
@@ -331,7 +535,9 @@ fn size(bytes: u64) -> String {
 /// `lifeboat fetch`: prints the result; returns the exit code.
 pub fn cmd(source: &Path, out: &Path, force: bool) -> u8 {
     let mut progress = |line: &str| eprintln!("lifeboat: {line}");
-    match fetch(source, out, force, &mut progress) {
+    let (log, dump) = fetch(source, out, force, &mut progress);
+    let log_line = log.map(|l| l.summary());
+    match dump {
         Ok(r) => {
             let v = &r.report;
             println!(
@@ -361,6 +567,9 @@ pub fn cmd(source: &Path, out: &Path, force: bool) -> u8 {
                     v.pages_lost
                 );
             }
+            if let Some(l) = &log_line {
+                println!("{l}");
+            }
             if r.is_complete() {
                 println!("verdict: complete");
                 0
@@ -376,6 +585,9 @@ pub fn cmd(source: &Path, out: &Path, force: bool) -> u8 {
             }
         }
         Err(e) => {
+            if let Some(l) = &log_line {
+                println!("{l}");
+            }
             eprintln!("lifeboat: {e}");
             2
         }

@@ -1,6 +1,7 @@
 //! `lifeboat fetch` on files that look like dump disks: dumps written by the capture kernel's
 //! own writer (`write_kdump`, through its disk sink `BlockSink` where a disk is simulated),
-//! from an ELF core header built by the loader's own `CoreLayout`.
+//! from an ELF core header built by the loader's own `CoreLayout`; the crashed kernel's log
+//! written first to the region at the end of the disk (`BlockSink::start_log`).
 
 use std::cell::RefCell;
 use std::fs;
@@ -10,6 +11,7 @@ use std::process::{Command, Output};
 use std::rc::Rc;
 
 use lifeboat_capture::blk::{BlockDevice, BlockSink};
+use lifeboat_capture::frame::{LogOutcome, LogWrite};
 use lifeboat_capture::dump::{dump_params, write_kdump, NoProgress, Verdict};
 use lifeboat_capture::elfcore::{ElfCoreHeader, Limits, EM_X86_64, NT_PRSTATUS};
 use lifeboat_capture::phys::{PhysError, PhysRead};
@@ -293,5 +295,196 @@ fn no_dump_unfinished_capture_and_usage() {
     );
     assert_eq!(lifeboat(&["fetch", s(&img)]).status.code(), Some(2));
     assert!(!out.exists());
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A kernel log of `n` records, one `makedumpfile --dump-dmesg` line each.
+fn klog(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("[{:5}.{:06}] test record {i}: some text\n", i / 10, i * 1000 % 1_000_000).into_bytes())
+        .collect()
+}
+
+/// A disk as the capture kernel leaves it: the log in its region at the end (first), then the
+/// dump. `outcome: None` means the capture stopped while writing the log.
+fn disk_with_log(size: usize, lines: &[Vec<u8>], outcome: Option<LogOutcome>, dump: bool) -> (Vec<u8>, u64) {
+    let (mem, core) = machine();
+    let (params, _) = dump_params(&core, &mem, "x86_64");
+    let mut sink = BlockSink::new(Disk::new(garbage(size))).unwrap();
+    let len: usize = lines.iter().map(|l| l.len()).sum();
+    let mut region = sink.start_log(len as u64).unwrap();
+    let start = region.region_start();
+    let mut records = 0;
+    for l in lines {
+        if region.log_text(l).is_err() {
+            break;
+        }
+        records += 1;
+    }
+    // Without an outcome the region is never finished: the trailer keeps saying "writing".
+    if let Some(o) = outcome {
+        let o = LogOutcome {
+            records: o.records.min(records),
+            ..o
+        };
+        region.finish(&o).unwrap();
+    }
+    if !dump {
+        return (sink.finish().unwrap().0.bytes(), start);
+    }
+    write_kdump(&core, &params, &mem, &mut sink, &mut NoProgress);
+    (sink.finish().unwrap().0.bytes(), start)
+}
+
+fn whole(records: u64) -> Option<LogOutcome> {
+    Some(LogOutcome {
+        complete: true,
+        records,
+        reason: String::new(),
+    })
+}
+
+fn run_fetch(name: &str, disk: &[u8]) -> (PathBuf, Output) {
+    let dir = tmpdir(name);
+    let (img, out) = (dir.join("disk.img"), dir.join("vmcore"));
+    fs::write(&img, disk).unwrap();
+    let o = lifeboat(&["fetch", s(&img), "-o", s(&out)]);
+    (dir, o)
+}
+
+#[test]
+fn fetch_writes_the_kernel_log() {
+    let lines = klog(500);
+    let log = lines.concat();
+    let (disk, start) = disk_with_log(8 << 20, &lines, whole(500), true);
+    let (dir, o) = run_fetch("log", &disk);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dmesg = dir.join("vmcore.dmesg.txt");
+    assert!(fs::read(&dmesg).unwrap() == log, "the log differs");
+    assert_eq!(fs::metadata(&dmesg).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!dir.join("vmcore.dmesg.txt.incomplete").exists());
+    assert!(!dir.join("vmcore.dmesg.txt.part").exists());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("kernel log: {} ({} bytes, 500 records)", dmesg.display(), log.len())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verdict: complete"), "{stdout}");
+    // The dump is what it always was; the region is past its end.
+    let vmcore = fs::read(dir.join("vmcore")).unwrap();
+    assert!(vmcore.len() as u64 <= start && vmcore[..] == disk[..vmcore.len()]);
+
+    // No complete dump (the capture stopped during the dump): the log is still written.
+    let (mut unfinished, _) = disk_with_log(8 << 20, &lines, whole(500), false);
+    unfinished[..25].copy_from_slice(b"LIFEBOAT-DUMP-IN-PROGRESS");
+    let (dir2, o) = run_fetch("log-nodump", &unfinished);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("a capture started but did not finish"), "{}", text(&o));
+    assert!(text(&o).contains("kernel log: "), "{}", text(&o));
+    assert!(fs::read(dir2.join("vmcore.dmesg.txt")).unwrap() == log);
+    assert!(!dir2.join("vmcore").exists());
+    let _ = fs::remove_dir_all(&dir);
+    let _ = fs::remove_dir_all(&dir2);
+}
+
+#[test]
+fn an_incomplete_log_is_kept_as_incomplete() {
+    // The capture kernel could not read the whole log.
+    let lines = klog(50);
+    let why = LogOutcome {
+        complete: false,
+        records: 30,
+        reason: "printk ring buffer: descriptor 31 unreadable".into(),
+    };
+    let (disk, _) = disk_with_log(8 << 20, &lines[..30], Some(why), true);
+    let (dir, o) = run_fetch("log-incomplete", &disk);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o)); // the dump is complete
+    let kept = dir.join("vmcore.dmesg.txt.incomplete");
+    assert!(fs::read(&kept).unwrap() == lines[..30].concat());
+    assert_eq!(fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!dir.join("vmcore.dmesg.txt").exists());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("kernel log INCOMPLETE: ") && stdout.contains("descriptor 31 unreadable"),
+        "{stdout}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+
+    // A log longer than the disk keeps for it (a quarter of 256 KiB less the trailer): cut
+    // after the last whole record, incomplete.
+    let lines = klog(3000);
+    let (disk, start) = disk_with_log(256 * 1024, &lines, whole(3000), false);
+    assert_eq!(start, 256 * 1024 - 512 - (64 * 1024 - 512));
+    let (dir, o) = run_fetch("log-cut", &disk);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o)); // no dump on this disk
+    let kept = fs::read(dir.join("vmcore.dmesg.txt.incomplete")).unwrap();
+    assert!(kept.len() <= 64 * 1024 - 512 && kept.ends_with(b"\n"));
+    assert!(lines.concat().starts_with(&kept));
+    let said = text(&o);
+    assert!(said.contains("is longer than the 65024 bytes this disk keeps for it"), "{said}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_log_that_fails_its_crc_is_incomplete() {
+    let lines = klog(200);
+    let (mut disk, start) = disk_with_log(8 << 20, &lines, whole(200), true);
+    disk[start as usize + 100] ^= 0x20;
+    let (dir, o) = run_fetch("log-crc", &disk);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!dir.join("vmcore.dmesg.txt").exists());
+    let kept = fs::read(dir.join("vmcore.dmesg.txt.incomplete")).unwrap();
+    assert_eq!(kept.len(), lines.concat().len());
+    assert!(text(&o).contains("does not match the trailer's CRC-32"), "{}", text(&o));
+    // A damaged trailer: no log file, and the output says why.
+    let n = disk.len();
+    disk[n - 100] ^= 1;
+    let (dir2, o) = run_fetch("log-trailer", &disk);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("kernel log: none written: the kernel log trailer is damaged"), "{}", text(&o));
+    assert!(!dir2.join("vmcore.dmesg.txt").exists() && !dir2.join("vmcore.dmesg.txt.incomplete").exists());
+    let _ = fs::remove_dir_all(&dir);
+    let _ = fs::remove_dir_all(&dir2);
+}
+
+#[test]
+fn no_trailer_no_log_and_unfinished_log() {
+    // A disk written without a log (an older lifeboat): no trailer, no file.
+    let (mem, core) = machine();
+    let (params, _) = dump_params(&core, &mem, "x86_64");
+    let mut sink = BlockSink::new(Disk::new(vec![0u8; 8 << 20])).unwrap();
+    write_kdump(&core, &params, &mem, &mut sink, &mut NoProgress);
+    let disk = sink.finish().unwrap().0.bytes();
+    let (dir, o) = run_fetch("log-none", &disk);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("kernel log: none written: no kernel log trailer"), "{}", text(&o));
+    assert!(!dir.join("vmcore.dmesg.txt").exists() && !dir.join("vmcore.dmesg.txt.incomplete").exists());
+    let _ = fs::remove_dir_all(&dir);
+
+    // The capture kernel had no log to write: the trailer says why; no file.
+    let why = LogOutcome {
+        complete: false,
+        records: 0,
+        reason: "the crashed kernel's VMCOREINFO or page tables are missing or unusable".into(),
+    };
+    let (disk, start) = disk_with_log(8 << 20, &[], Some(why), true);
+    assert_eq!(start, (8 << 20) - 512);
+    let (dir, o) = run_fetch("log-nolog", &disk);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("kernel log: none written: the capture kernel wrote no log: the crashed kernel's VMCOREINFO"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.join("vmcore.dmesg.txt").exists() && !dir.join("vmcore.dmesg.txt.incomplete").exists());
+    let _ = fs::remove_dir_all(&dir);
+
+    // The capture stopped while writing the log: no file, no dump.
+    let lines = klog(100);
+    let (disk, _) = disk_with_log(8 << 20, &lines, None, false);
+    let (dir, o) = run_fetch("log-writing", &disk);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("the capture stopped while writing the log"), "{}", text(&o));
+    assert!(!dir.join("vmcore.dmesg.txt").exists() && !dir.join("vmcore.dmesg.txt.incomplete").exists());
     let _ = fs::remove_dir_all(&dir);
 }

@@ -166,6 +166,58 @@ fn fetch(cfg: &SuiteConfig, dir: &Path, disk: &Path, out: &Path) -> Result<i32, 
     fin.code().ok_or_else(|| Failed::from("`lifeboat fetch` was killed"))
 }
 
+/// CRC-32 (IEEE, zlib's `crc32`), bit by bit: independent of the capture kernel's.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// The kernel log trailer in the disk's last sector (docs/capture-options.md, Disk sink) says
+/// "no log": written, whole region = the trailer alone, no text, not complete, with a reason;
+/// `lifeboat fetch` said so too and wrote no log file. Synthetic memory has no printk buffer.
+/// Returns the reason.
+fn check_no_log_trailer(raw: &[u8], console: &[String], dir: &Path, out: &Path) -> Result<String, Failed> {
+    let n = raw.len();
+    let t = &raw[n - 512..];
+    let u32_at = |at: usize| u32::from_le_bytes(t[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(t[at..at + 8].try_into().unwrap());
+    if !t.starts_with(b"LIFEBOAT-KERNEL-LOG") {
+        return Err("no LIFEBOAT-KERNEL-LOG trailer in the disk's last sector".into());
+    }
+    if crc32(&t[..508]) != u32_at(508) {
+        return Err("the kernel log trailer's CRC-32 does not match".into());
+    }
+    let (version, state, start, text_len, flags) = (u32_at(24), u32_at(28), u64_at(32), u64_at(40), u32_at(64));
+    let len = u16::from_le_bytes([t[72], t[73]]) as usize;
+    let reason = String::from_utf8_lossy(&t[74..74 + len.min(400)]).to_string();
+    if version != 1 || state != 1 || start != n as u64 - 512 || text_len != 0 || flags & 1 != 0 || reason.is_empty() {
+        return Err(format!(
+            "the trailer does not say \"no log\": version {version}, state {state}, region start {start:#x} \
+             (disk {n:#x}), text {text_len} bytes, flags {flags:#x}, reason {reason:?}"
+        )
+        .into());
+    }
+    must_say(console, "kernel log: not on the disk (")?;
+    let said = tool_output(dir, "fetch");
+    if !said.contains(&format!("kernel log: none written: the capture kernel wrote no log: {reason}")) {
+        return Err(format!("`lifeboat fetch` does not report the missing log:\n{said}").into());
+    }
+    for suffix in [".dmesg.txt", ".dmesg.txt.incomplete"] {
+        let mut p = out.as_os_str().to_owned();
+        p.push(suffix);
+        if Path::new(&p).exists() {
+            return Err(format!("{} exists, but synthetic memory has no kernel log", Path::new(&p).display()).into());
+        }
+    }
+    Ok(reason)
+}
+
 fn tool_output(dir: &Path, name: &str) -> String {
     let out = std::fs::read_to_string(dir.join(format!("{name}.stdout"))).unwrap_or_default();
     let err = std::fs::read_to_string(dir.join(format!("{name}.stderr"))).unwrap_or_default();
@@ -215,6 +267,8 @@ fn run_blk(
         vmcore.len(),
         raw.len() - vmcore.len()
     ));
+    let why = check_no_log_trailer(&raw, console, dir, &out)?;
+    details.push(format!("kernel log trailer in the last sector: no log ({why}); fetch wrote no log file"));
     let _ = std::fs::remove_dir_all(dir.join("mem"));
     let _ = std::fs::remove_file(&disk);
     Ok(())
@@ -256,6 +310,8 @@ fn run_blk_too_small(
     }
     details.push(format!("verdict: {v}"));
     details.push(format!("fetch: exit 1: {}", said.lines().last().unwrap_or("")));
+    let why = check_no_log_trailer(&raw, console, dir, &out)?;
+    details.push(format!("kernel log trailer in the last sector: no log ({why}); the dump stops before it"));
     let _ = std::fs::remove_dir_all(dir.join("mem"));
     Ok(())
 }
@@ -811,4 +867,13 @@ pub fn bench_table(rows: &[SinkBenchRow]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crc32_is_zlibs() {
+        assert_eq!(super::crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(super::crc32(b""), 0);
+    }
 }

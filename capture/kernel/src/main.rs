@@ -518,12 +518,16 @@ fn run_blk(sel: &BlkSelector, job: &Job) -> Attempt {
         Ok(s) => s,
         Err(e) => return Attempt::Unavailable(format!("{}: {}", place, e)),
     };
+    // The crashed kernel's whole log first, in its region at the end of the disk (flushed,
+    // with its trailer) before any dump byte; the dump's capacity ends where the region starts.
+    klog::to_disk(&mut sink, job.kernel, KLOG_WHY_NOT);
     let (summary, sink_error) = job.write(&mut sink);
     let written = sink.bytes_written();
     let mut sink_failed = match sink_error {
-        Some(SinkError::Full { .. }) => Some(format!(
-            "the disk ({} MiB) is too small: the first {} MiB of the dump are on it, marked incomplete",
+        Some(SinkError::Full { limit }) => Some(format!(
+            "the disk ({} MiB, the last {} bytes kept for the kernel log) is too small: the first {} MiB of the dump are on it, marked incomplete",
             capacity >> 20,
+            capacity.saturating_sub(limit),
             written >> 20
         )),
         Some(e) => Some(format!("disk: {}", e)),

@@ -2,7 +2,8 @@
 //!
 //! - the serial port (`lifeboat.sink` not set): `lifeboat receive` rebuilds it from `serial.bin`;
 //! - a raw virtio-blk disk (`e2e.sink=blk:/dev/vda`): a sparse 512 MiB image with serial
-//!   `lbdump`; after QEMU quits, `lifeboat fetch dump.img -o vmcore` copies the dump out;
+//!   `lbdump`; after QEMU quits, `lifeboat fetch dump.img -o vmcore` copies the dump out, and
+//!   the crashed kernel's log from the region at the end of the disk to `vmcore.dmesg.txt`;
 //! - TCP over QEMU user networking (`e2e.sink=net:10.0.2.2:<port>`; the guest's 10.0.2.2 is the
 //!   host's 127.0.0.1): `lifeboat serve` on a free loopback port stores
 //!   `served/<host>-<UTC time>/vmcore`.
@@ -151,7 +152,23 @@ impl SinkHost {
                 (check("lifeboat receive", r), Some(vmcore))
             }
             SinkHost::Blk { disk } => {
-                let r = fetch(lifeboat_host, dir, disk, &vmcore, verdict);
+                // The dump, and the crashed kernel's log the capture kernel wrote first to the
+                // end of the disk (`vmcore.dmesg.txt`) = makedumpfile's view of the dump.
+                let r = fetch(lifeboat_host, dir, disk, &vmcore, verdict).and_then(|got| {
+                    let dmesg = dir.join("vmcore.dmesg.txt");
+                    let m = mode(&dmesg).map_err(|e| format!("fetch wrote no vmcore.dmesg.txt: {e}"))?;
+                    if m != 0o600 {
+                        return Err(format!("vmcore.dmesg.txt has mode {m:o} (want 600)"));
+                    }
+                    let log = super::checks::streamed_dmesg_matches_makedumpfile(
+                        dir,
+                        &vmcore,
+                        &dmesg,
+                        "fetched-dmesg.makedumpfile.txt",
+                    )
+                    .map(|l| l.replace("from the LOG frames", "from the disk's log region"))?;
+                    Ok(format!("{got}; {log}"))
+                });
                 let got = vmcore.is_file().then_some(vmcore);
                 (check("lifeboat fetch", r), got)
             }
@@ -189,6 +206,9 @@ fn fetch(
 ) -> Result<String, String> {
     complete(verdict)?;
     let _ = std::fs::remove_file(vmcore);
+    for stale in ["vmcore.dmesg.txt", "vmcore.dmesg.txt.incomplete"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
     let mut c = std::process::Command::new(lifeboat_host);
     c.arg("fetch").arg(disk).arg("-o").arg(vmcore);
     let (out, err) = (dir.join("fetch.stdout"), dir.join("fetch.stderr"));
