@@ -18,6 +18,7 @@ pub mod blk;
 pub mod cmdline;
 pub mod compress;
 pub mod deflate;
+pub mod devtree;
 pub mod dump;
 pub mod elfcore;
 pub mod filter;
