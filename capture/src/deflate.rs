@@ -864,25 +864,8 @@ mod tests {
     use super::*;
     use alloc::vec;
     use alloc::vec::Vec;
+    use crate::elfcore::testutil::Rng;
     use miniz_oxide::inflate::decompress_to_vec_zlib;
-
-    /// xorshift64: deterministic test data.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
 
     /// Decodes with the system zlib (C), the library `crash` uses, requiring the stream to
     /// end exactly at `stream.len()`.
@@ -941,7 +924,7 @@ mod tests {
         let mut rng = Rng(7);
         let mut v = Vec::new();
         while v.len() < n {
-            v.extend_from_slice(words[rng.below(words.len())].as_bytes());
+            v.extend_from_slice(words[rng.index(words.len())].as_bytes());
         }
         v.truncate(n);
         v
@@ -952,9 +935,9 @@ mod tests {
     fn structured(rng: &mut Rng, n: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(n);
         while v.len() < n {
-            let w: u64 = match rng.below(6) {
+            let w: u64 = match rng.index(6) {
                 0 | 1 => 0,
-                2 => rng.below(256) as u64,
+                2 => rng.index(256) as u64,
                 3 => 0xffff_8880_0000_0000 | (rng.next() & 0x0fff_fff8),
                 4 => 0xffff_ffff_8100_0000 | (rng.next() & 0x00ff_fff0),
                 _ => rng.next(),
@@ -977,7 +960,7 @@ mod tests {
             let period: Vec<u8> = (0..size).map(|i| b"lifeboat kdump "[i % 15]).collect();
             let mut half = rng.bytes(size / 2);
             half.resize(size, 0);
-            let small_alphabet: Vec<u8> = (0..size).map(|_| b"ACGT"[rng.below(4)]).collect();
+            let small_alphabet: Vec<u8> = (0..size).map(|_| b"ACGT"[rng.index(4)]).collect();
             let struct_page = structured(&mut rng, size);
             let txt = text(size);
             for page in [&all_bytes, &zeros, &ones, &runs, &period, &half, &small_alphabet, &struct_page, &txt] {
@@ -1106,7 +1089,7 @@ mod tests {
         }
         page.truncate(65536);
         for i in (1..page.len()).rev() {
-            page.swap(i, rng.below(i + 1));
+            page.swap(i, rng.index(i + 1));
         }
         roundtrip(&mut PageDeflater::new(65536), &page).unwrap();
     }
@@ -1121,22 +1104,22 @@ mod tests {
             let size = match iter % 50 {
                 0 => 65536,
                 1..=5 => 16384,
-                6 => 1 + rng.below(9000),
+                6 => 1 + rng.index(9000),
                 _ => 4096,
             };
             let mut page = Vec::with_capacity(size);
             while page.len() < size {
                 let left = size - page.len();
-                let k = 1 + rng.below(left.min(600));
-                match rng.below(7) {
+                let k = 1 + rng.index(left.min(600));
+                match rng.index(7) {
                     0 => page.extend(core::iter::repeat_n(rng.next() as u8, k)),
                     1 => page.extend(rng.bytes(k)),
-                    2 => page.extend((0..k).map(|_| b"\0\x01\x02\xff"[rng.below(4)])),
+                    2 => page.extend((0..k).map(|_| b"\0\x01\x02\xff"[rng.index(4)])),
                     3 => page.extend(structured(&mut rng, k)),
                     4 => page.extend(text(k)),
                     _ if !page.is_empty() => {
                         // Copy from earlier in the page, possibly overlapping.
-                        let dist = 1 + rng.below(page.len());
+                        let dist = 1 + rng.index(page.len());
                         for _ in 0..k {
                             page.push(page[page.len() - dist]);
                         }

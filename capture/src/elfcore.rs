@@ -694,6 +694,29 @@ pub(crate) mod testutil {
     use super::*;
     use crate::phys::PhysError;
 
+    /// xorshift64: deterministic test data for every test module (no extra crates).
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// A number in `0..n`.
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        /// An index in `0..n`.
+        pub fn index(&mut self, n: usize) -> usize {
+            self.below(n as u64) as usize
+        }
+        pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
     /// Physical memory made of buffers at given addresses; everything else is unreadable.
     #[derive(Default)]
     pub struct FakeMem {
@@ -995,19 +1018,6 @@ mod tests {
         assert!(matches!(e, ElfCoreError::NoteTooBig { .. }));
     }
 
-    /// A tiny xorshift PRNG (no extra crates).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
 
     /// Random and mutated headers: parse must never panic, whatever it returns.
     #[test]

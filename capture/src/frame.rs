@@ -902,6 +902,7 @@ impl FrameReader {
 mod tests {
     use super::*;
     use alloc::string::String;
+    use crate::elfcore::testutil::Rng;
     use alloc::vec;
 
     #[derive(Default)]
@@ -913,30 +914,15 @@ mod tests {
         }
     }
 
-    /// A tiny deterministic PRNG (xorshift) for test data.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn text(&mut self, max: u64) -> Vec<u8> {
-            let n = self.below(max + 1);
-            (0..n)
-                .map(|_| match self.below(20) {
-                    0 => b'\n',
-                    _ => b' ' + self.below(95) as u8,
-                })
-                .collect()
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
+    /// Console-like text of up to `max` bytes: printable ASCII and newlines.
+    fn text(rng: &mut Rng, max: u64) -> Vec<u8> {
+        let n = rng.below(max + 1);
+        (0..n)
+            .map(|_| match rng.below(20) {
+                0 => b'\n',
+                _ => b' ' + rng.below(95) as u8,
+            })
+            .collect()
     }
 
     /// Frames `chunks` with console text before/between/after them. Returns the wire bytes,
@@ -947,7 +933,7 @@ mod tests {
         let mut fw = FrameWriter::new(Wire::default(), "lifeboat test x86_64").unwrap();
         ranges.push((0, fw.inner_mut().0.len()));
         for c in chunks {
-            let t = rng.text(80);
+            let t = text(rng, 80);
             console.extend_from_slice(&t);
             fw.inner_mut().0.extend_from_slice(&t);
             let a = fw.inner_mut().0.len();
@@ -957,7 +943,7 @@ mod tests {
         let a = fw.inner_mut().0.len();
         let mut w = fw.finish(true, "").unwrap();
         ranges.push((a, w.0.len()));
-        let t = rng.text(80);
+        let t = text(rng, 80);
         console.extend_from_slice(&t);
         w.0.extend_from_slice(&t);
         (w.0, console, ranges)
