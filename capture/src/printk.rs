@@ -624,7 +624,7 @@ pub fn read_log_tail(info: &VmcoreInfo, vm: &KernelVm, keep: usize) -> Result<(K
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::elfcore::EM_X86_64;
     use crate::vtop::testutil::*;
@@ -640,12 +640,10 @@ mod tests {
     const INFOS: u64 = 0xffff_c900_0020_0000;
     const DATA: u64 = 0xffff_c900_0040_0000;
 
-    /// Made-up but consistent offsets (not Linux's), so that the reader cannot depend on
-    /// the real layout.
-    fn vmcoreinfo(caller: bool) -> String {
-        let mut s = format!(
-            "NUMBER(phys_base)=0\nSYMBOL(init_top_pgt)={:x}\nNUMBER(pgtable_l5_enabled)=0\n\
-SYMBOL(prb)={:x}\nSIZE(printk_ringbuffer)=120\nOFFSET(printk_ringbuffer.desc_ring)=8\n\
+    /// The lockless ring buffer's VMCOREINFO layout for tests (also used by vtop's arm64
+    /// test): made-up but consistent offsets (not Linux's), so that the reader cannot depend
+    /// on the real layout.
+    pub(crate) const PRB_LAYOUT: &str = "SIZE(printk_ringbuffer)=120\nOFFSET(printk_ringbuffer.desc_ring)=8\n\
 OFFSET(printk_ringbuffer.text_data_ring)=72\nSIZE(prb_desc_ring)=64\n\
 OFFSET(prb_desc_ring.count_bits)=4\nOFFSET(prb_desc_ring.descs)=16\n\
 OFFSET(prb_desc_ring.infos)=24\nOFFSET(prb_desc_ring.head_id)=32\n\
@@ -654,9 +652,15 @@ OFFSET(prb_desc.text_blk_lpos)=24\nOFFSET(prb_data_blk_lpos.begin)=8\n\
 OFFSET(prb_data_blk_lpos.next)=0\nSIZE(printk_info)=48\nOFFSET(printk_info.seq)=16\n\
 OFFSET(printk_info.ts_nsec)=0\nOFFSET(printk_info.text_len)=40\n\
 OFFSET(prb_data_ring.size_bits)=0\nOFFSET(prb_data_ring.data)=8\n\
-SIZE(atomic_long_t)=16\nOFFSET(atomic_long_t.counter)=8\n",
+SIZE(atomic_long_t)=16\nOFFSET(atomic_long_t.counter)=8\n";
+
+    fn vmcoreinfo(caller: bool) -> String {
+        let mut s = format!(
+            "NUMBER(phys_base)=0\nSYMBOL(init_top_pgt)={:x}\nNUMBER(pgtable_l5_enabled)=0\n\
+SYMBOL(prb)={:x}\n{}",
             IMAGE + TOP_PA,
-            PRB_PTR
+            PRB_PTR,
+            PRB_LAYOUT
         );
         if caller {
             s.push_str("OFFSET(printk_info.caller_id)=24\n");

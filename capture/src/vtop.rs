@@ -1211,20 +1211,8 @@ KERNELOFFSET=3400000\nNUMBER(KERNELPACMASK)=0x0\n{}",
         let infos = c.page_offset() + 0x0300_0000; // linear: PHYS_OFFSET + 0x0300_0000
         let data = align_up(c.text() + 0x2_0000_0000, 1 << 29);
         pt.map(&mut mem, data, 0x6000_0000, 29);
-        let text = c.info(
-            Some(c.release()),
-            "SYMBOL(prb)=PRB\nSIZE(printk_ringbuffer)=120\nOFFSET(printk_ringbuffer.desc_ring)=8\n\
-OFFSET(printk_ringbuffer.text_data_ring)=72\nSIZE(prb_desc_ring)=64\n\
-OFFSET(prb_desc_ring.count_bits)=4\nOFFSET(prb_desc_ring.descs)=16\n\
-OFFSET(prb_desc_ring.infos)=24\nOFFSET(prb_desc_ring.head_id)=32\n\
-OFFSET(prb_desc_ring.tail_id)=48\nSIZE(prb_desc)=40\nOFFSET(prb_desc.state_var)=8\n\
-OFFSET(prb_desc.text_blk_lpos)=24\nOFFSET(prb_data_blk_lpos.begin)=8\n\
-OFFSET(prb_data_blk_lpos.next)=0\nSIZE(printk_info)=48\nOFFSET(printk_info.seq)=16\n\
-OFFSET(printk_info.ts_nsec)=0\nOFFSET(printk_info.text_len)=40\n\
-OFFSET(prb_data_ring.size_bits)=0\nOFFSET(prb_data_ring.data)=8\n\
-SIZE(atomic_long_t)=16\nOFFSET(atomic_long_t.counter)=8\n",
-        );
-        let text = text.replace("SYMBOL(prb)=PRB", &format!("SYMBOL(prb)={:x}", prb_ptr));
+        let layout = format!("SYMBOL(prb)={:x}\n{}", prb_ptr, crate::printk::tests::PRB_LAYOUT);
+        let text = c.info(Some(c.release()), &layout);
         let vi = VmcoreInfo::new(text.as_bytes());
         let mut writes: alloc::vec::Vec<(u64, alloc::vec::Vec<u8>)> = alloc::vec::Vec::new();
         let mut w = |va: u64, b: &[u8]| writes.push((va, b.to_vec()));
