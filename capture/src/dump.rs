@@ -768,6 +768,50 @@ fn mix(hash: u64, pfn: u64) -> u64 {
 }
 const HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// The bitmap-2 record being built in pass 1: bitmap bytes `byte..byte + n` in `chunk`,
+/// starting as bitmap 1 (pages present) and losing the excluded pages' bits.
+struct Bitmap2Record {
+    chunk: Vec<u8>,
+    byte: u64,
+    n: usize,
+}
+
+impl Bitmap2Record {
+    fn new(mut chunk: Vec<u8>, loads: &[LoadSegment], shift: u32, bitmap_bytes: u64) -> Self {
+        let n = bitmap_bytes.min(MAX_RECORD as u64) as usize;
+        fill_bitmap(loads, shift, 0, &mut chunk[..n]);
+        Self { chunk, byte: 0, n }
+    }
+
+    /// The first pfn after this record.
+    fn end_pfn(&self) -> u64 {
+        (self.byte + self.n as u64) * 8
+    }
+
+    /// Leaves `pfn` (inside this record) out.
+    fn clear(&mut self, pfn: u64) {
+        let bit = pfn - self.byte * 8;
+        self.chunk[(bit / 8) as usize] &= !(1 << (bit % 8));
+    }
+
+    /// Writes this record, starts the next one; returns the pages this record kept.
+    fn emit(
+        &mut self,
+        loads: &[LoadSegment],
+        shift: u32,
+        bitmap_bytes: u64,
+        w: &mut SeqWriter,
+        out: &mut Out<'_>,
+    ) -> Result<u64, SinkError> {
+        let kept = self.chunk[..self.n].iter().map(|b| u64::from(b.count_ones())).sum();
+        w.write(out, &self.chunk[..self.n])?;
+        self.byte += self.n as u64;
+        self.n = (bitmap_bytes - self.byte).min(MAX_RECORD as u64) as usize;
+        fill_bitmap(loads, shift, self.byte, &mut self.chunk[..self.n]);
+        Ok(kept)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_all(
     core: &ElfCoreHeader,
@@ -823,18 +867,11 @@ fn write_all(
     let mut hash = HASH_START;
     let mut dumpable = 0u64;
     let mut classified = 0u64;
-    // The record being built: bitmap bytes `byte..byte + n`.
-    let mut byte = 0u64;
-    let mut n = (layout.bitmap_bytes).min(MAX_RECORD as u64) as usize;
-    fill_bitmap(&core.loads, shift, 0, &mut chunk[..n]);
+    let mut bm2 = Bitmap2Record::new(chunk, &core.loads, shift, layout.bitmap_bytes);
     select.reset();
     for (start, count) in Slices::new(&core.loads, shift, chunk_pfns) {
-        while start >= (byte + n as u64) * 8 {
-            dumpable += chunk[..n].iter().map(|b| u64::from(b.count_ones())).sum::<u64>();
-            w.write(out, &chunk[..n])?;
-            byte += n as u64;
-            n = (layout.bitmap_bytes - byte).min(MAX_RECORD as u64) as usize;
-            fill_bitmap(&core.loads, shift, byte, &mut chunk[..n]);
+        while start >= bm2.end_pfn() {
+            dumpable += bm2.emit(&core.loads, shift, layout.bitmap_bytes, &mut w, out)?;
         }
         let cls = &mut classes[..count];
         let t = obs.now();
@@ -842,8 +879,7 @@ fn write_all(
         counts.time.choose += obs.now().wrapping_sub(t);
         for (i, c) in cls.iter().enumerate() {
             if c.is_excluded() {
-                let bit = start + i as u64 - byte * 8;
-                chunk[(bit / 8) as usize] &= !(1 << (bit % 8));
+                bm2.clear(start + i as u64);
                 hash = mix(hash, start + i as u64);
             }
         }
@@ -856,15 +892,11 @@ fn write_all(
             time: counts.time,
         });
     }
-    while byte < layout.bitmap_bytes {
-        dumpable += chunk[..n].iter().map(|b| u64::from(b.count_ones())).sum::<u64>();
-        w.write(out, &chunk[..n])?;
-        byte += n as u64;
-        n = (layout.bitmap_bytes - byte).min(MAX_RECORD as u64) as usize;
-        fill_bitmap(&core.loads, shift, byte, &mut chunk[..n]);
+    while bm2.byte < layout.bitmap_bytes {
+        dumpable += bm2.emit(&core.loads, shift, layout.bitmap_bytes, &mut w, out)?;
     }
     w.flush(out)?;
-    drop(chunk);
+    drop(bm2);
     debug_assert_eq!(w.position(), layout.data_offset);
     layout.set_dumpable(dumpable);
     let pass1_hash = hash;
