@@ -7,5 +7,11 @@ fn main() {
         println!("cargo:rerun-if-changed={script}");
         println!("cargo:rustc-link-arg-bins=-T{script}");
         println!("cargo:rustc-link-arg-bins=-zmax-page-size=4096");
+        if arch == "aarch64" {
+            // A static PIE (the target's default is a fixed-address executable).
+            println!("cargo:rustc-link-arg-bins=-pie");
+            println!("cargo:rustc-link-arg-bins=--no-dynamic-linker");
+            println!("cargo:rustc-link-arg-bins=-ztext");
+        }
     }
 }

@@ -93,45 +93,19 @@ fn inspect(data: &[u8]) -> Result<Layout, String> {
     let file = ElfFile64::<Endianness>::parse(data).map_err(|e| format!("kernel ELF: {e}"))?;
     let endian = file.endian();
     let hdr = file.elf_header();
-    let loads: Vec<_> = hdr
-        .program_headers(endian, data)
-        .map_err(|e| format!("kernel ELF: {e}"))?
-        .iter()
-        .filter(|p| p.p_type(endian) == elf::PT_LOAD)
-        .collect();
-    if loads.len() != 1 {
-        return Err(format!("kernel ELF has {} PT_LOAD segments, the layout needs exactly 1", loads.len()));
-    }
-    let p = loads[0];
-    if p.p_vaddr(endian) != LINK_BASE || p.p_paddr(endian) != LINK_BASE {
-        return Err(format!("kernel PT_LOAD is at {:#x}, expected {:#x}", p.p_vaddr(endian), LINK_BASE));
-    }
+    let p = single_load(data, LINK_BASE)?;
     let file_offset = p.p_offset(endian) as usize;
     let file_size = p.p_filesz(endian) as usize;
     let payload = data.get(file_offset..file_offset + file_size).ok_or("kernel PT_LOAD beyond file")?;
     if !payload.starts_with(b"LIFEBOAT") {
         return Err("payload does not start with the LIFEBOAT image header".into());
     }
-    let mut relocs = 0;
-    let mut has_pvh = false;
-    for s in hdr.section_headers(endian, data).map_err(|e| format!("kernel ELF: {e}"))?.iter() {
-        if s.sh_type(endian) == elf::SHT_NOTE {
-            has_pvh = true;
-        }
-        if s.sh_type(endian) == elf::SHT_REL {
-            return Err("kernel has REL relocations; only RELA RELATIVE are applied".into());
-        }
-        if s.sh_type(endian) == elf::SHT_RELA {
-            let bytes = s.data(endian, data).map_err(|e| format!("kernel ELF: {e}"))?;
-            for r in bytes.chunks_exact(24) {
-                let info = u64::from_le_bytes(r[8..16].try_into().unwrap());
-                if info & 0xffff_ffff != u64::from(elf::R_X86_64_RELATIVE) {
-                    return Err(format!("kernel has relocation type {} (only RELATIVE is applied)", info & 0xffff_ffff));
-                }
-                relocs += 1;
-            }
-        }
-    }
+    let relocs = count_relative_relocs(data, elf::R_X86_64_RELATIVE)?;
+    let has_pvh = hdr
+        .section_headers(endian, data)
+        .map_err(|e| format!("kernel ELF: {e}"))?
+        .iter()
+        .any(|s| s.sh_type(endian) == elf::SHT_NOTE);
     if !has_pvh {
         return Err("kernel ELF has no PVH note".into());
     }
@@ -141,6 +115,109 @@ fn inspect(data: &[u8]) -> Result<Layout, String> {
         return Err("payload offset 0x200 is not the 64-bit entry (expected cli)".into());
     }
     Ok(Layout { file_offset, file_size, mem_size: p.p_memsz(endian), relocs })
+}
+
+/// The kernel ELF's one PT_LOAD, which must be at `link_base`.
+fn single_load(data: &[u8], link_base: u64) -> Result<&elf::ProgramHeader64<Endianness>, String> {
+    let file = ElfFile64::<Endianness>::parse(data).map_err(|e| format!("kernel ELF: {e}"))?;
+    let endian = file.endian();
+    let loads: Vec<_> = file
+        .elf_header()
+        .program_headers(endian, data)
+        .map_err(|e| format!("kernel ELF: {e}"))?
+        .iter()
+        .filter(|p| p.p_type(endian) == elf::PT_LOAD)
+        .collect();
+    if loads.len() != 1 {
+        return Err(format!("kernel ELF has {} PT_LOAD segments, the layout needs exactly 1", loads.len()));
+    }
+    let p = loads[0];
+    if p.p_vaddr(endian) != link_base || p.p_paddr(endian) != link_base {
+        return Err(format!("kernel PT_LOAD is at {:#x}, expected {:#x}", p.p_vaddr(endian), link_base));
+    }
+    Ok(p)
+}
+
+/// Count the kernel's RELA relocations, all of which must be of type `relative` (the entry
+/// code applies nothing else).
+fn count_relative_relocs(data: &[u8], relative: u32) -> Result<usize, String> {
+    let file = ElfFile64::<Endianness>::parse(data).map_err(|e| format!("kernel ELF: {e}"))?;
+    let endian = file.endian();
+    let mut relocs = 0;
+    for s in file.elf_header().section_headers(endian, data).map_err(|e| format!("kernel ELF: {e}"))?.iter() {
+        if s.sh_type(endian) == elf::SHT_REL {
+            return Err("kernel has REL relocations; only RELA RELATIVE are applied".into());
+        }
+        if s.sh_type(endian) == elf::SHT_RELA {
+            let bytes = s.data(endian, data).map_err(|e| format!("kernel ELF: {e}"))?;
+            for r in bytes.chunks_exact(24) {
+                let info = u64::from_le_bytes(r[8..16].try_into().unwrap());
+                if info & 0xffff_ffff != u64::from(relative) {
+                    return Err(format!("kernel has relocation type {} (only RELATIVE is applied)", info & 0xffff_ffff));
+                }
+                relocs += 1;
+            }
+        }
+    }
+    Ok(relocs)
+}
+
+pub struct Aarch64Images {
+    /// The arm64 Image (kexec, QEMU `-M virt -kernel`).
+    pub image: PathBuf,
+}
+
+/// Build `target/lifeboat/aarch64/Image`: the file bytes of the linked ELF's one PT_LOAD,
+/// which start with the arm64 Image header (arch/src/aarch64/entry.rs).
+pub fn build_aarch64() -> Result<Aarch64Images, String> {
+    use lifeboat_arch::aarch64::image::{ImageHeader, LIFEBOAT_HEADER_OFFSET};
+    crate::setup::ensure_targets_quiet();
+    run(cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "lifeboat-kernel",
+        "--target",
+        "aarch64-unknown-none",
+        "--profile",
+        "kernel",
+    ]))?;
+    let root = workspace_root();
+    let elf_path = root.join("target/aarch64-unknown-none/kernel/lifeboat-kernel");
+    let data = std::fs::read(&elf_path).map_err(|e| format!("{}: {e}", elf_path.display()))?;
+    let file = ElfFile64::<Endianness>::parse(&*data).map_err(|e| format!("kernel ELF: {e}"))?;
+    if file.elf_header().e_machine(file.endian()) != elf::EM_AARCH64 {
+        return Err("the arm64 kernel ELF is not EM_AARCH64".into());
+    }
+    let p = single_load(&data, lifeboat_arch::aarch64::LINK_BASE)?;
+    let endian = file.endian();
+    let (off, filesz, memsz) = (p.p_offset(endian) as usize, p.p_filesz(endian) as usize, p.p_memsz(endian));
+    let payload = data.get(off..off + filesz).ok_or("kernel PT_LOAD beyond file")?;
+    let hdr = ImageHeader::parse(payload).map_err(|e| format!("arm64 Image header: {e}"))?;
+    hdr.check(filesz as u64).map_err(|e| format!("arm64 Image header: {e}"))?;
+    if hdr.image_size != memsz {
+        return Err(format!("image_size {:#x} is not the segment's memory size {:#x}", hdr.image_size, memsz));
+    }
+    if !payload[LIFEBOAT_HEADER_OFFSET..].starts_with(b"LIFEBOAT") {
+        return Err("no LIFEBOAT header at offset 0x40 of the arm64 Image".into());
+    }
+    let relocs = count_relative_relocs(&data, elf::R_AARCH64_RELATIVE)?;
+    let out = root.join("target/lifeboat/aarch64");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let image = out.join("Image");
+    std::fs::write(&image, payload).map_err(|e| format!("{}: {e}", image.display()))?;
+    println!("lifeboat aarch64 image (target/lifeboat/aarch64):");
+    println!("  Image        {:>9} bytes  (kexec, qemu-system-aarch64 -M virt -kernel)", payload.len());
+    println!(
+        "  runtime memory (image_size: image + bss + heap + stack + page tables) {} KiB = {:.2} MiB (goal <= 8 MiB)",
+        memsz / 1024,
+        memsz as f64 / (1 << 20) as f64
+    );
+    println!("  relocations: {relocs} R_AARCH64_RELATIVE");
+    if memsz > RUNTIME_GOAL {
+        return Err(format!("runtime memory {memsz} bytes exceeds the 8 MiB goal"));
+    }
+    Ok(Aarch64Images { image })
 }
 
 fn file_len(p: &std::path::Path) -> u64 {

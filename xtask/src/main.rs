@@ -1,7 +1,8 @@
 //! `cargo xtask`: build lifeboat's images and run its QEMU tests.
 //!
 //! - `cargo xtask setup`  install what the tests need (Debian packages, Rust targets) when missing
-//! - `cargo xtask build`  build `target/lifeboat/x86_64/{bzImage,capture.elf}` and print sizes
+//! - `cargo xtask build`  build `target/lifeboat/x86_64/{bzImage,capture.elf}` and
+//!   `target/lifeboat/aarch64/Image`, and print sizes
 //! - `cargo xtask qemu`   boot the capture kernel in QEMU on synthetic crashed memory
 //! - `cargo xtask test`   setup + `cargo test` + `cargo xtask qemu` (the README's test command)
 //! - `cargo xtask demo`   setup + a capture you can watch
@@ -20,7 +21,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: cargo xtask <command>\n\
          \n  setup                 install missing packages and Rust targets (uses sudo/apt-get)\
-         \n  build                 build target/lifeboat/x86_64/{{bzImage,capture.elf}}\
+         \n  build                 build target/lifeboat/{{x86_64/{{bzImage,capture.elf}},aarch64/Image}}\
          \n  qemu [--filter NAME] [--verbose]\
          \n                        run the capture kernel in QEMU on synthetic crashed memory\
          \n  test                  setup, cargo test, cargo xtask qemu\
@@ -61,7 +62,11 @@ fn main() -> ExitCode {
     let rest = &args[1..];
     let result = match cmd.as_str() {
         "setup" => setup::ensure_all(),
-        "build" => image::build_x86_64().map(|i| println!("wrote {} and {}", i.bzimage.display(), i.capture_elf.display())),
+        "build" => image::build_x86_64().and_then(|i| {
+            let a = image::build_aarch64()?;
+            println!("wrote {}, {} and {}", i.bzimage.display(), i.capture_elf.display(), a.image.display());
+            Ok(())
+        }),
         "qemu" => qemu(rest),
         "e2e" => e2e(rest),
         "bench" => bench(rest),

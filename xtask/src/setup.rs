@@ -5,10 +5,12 @@ use std::process::Command;
 
 /// The capture kernel's target, and the static (musl) target of the `lifeboat` tool that runs
 /// in bare initramfs images.
-const RUST_TARGETS: &[&str] = &["x86_64-unknown-none", "x86_64-unknown-linux-musl"];
+const RUST_TARGETS: &[&str] =
+    &["x86_64-unknown-none", "x86_64-unknown-linux-musl", "aarch64-unknown-none", "aarch64-unknown-linux-musl"];
 /// (command that must exist, Debian package providing it)
 const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-system-aarch64", "qemu-system-arm"),
     ("makedumpfile", "makedumpfile"),
     ("crash", "crash"),
     ("kexec", "kexec-tools"),

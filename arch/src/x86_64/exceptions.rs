@@ -10,6 +10,8 @@ use x86_64::structures::tss::TaskStateSegment;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
+pub use crate::FixedBuf;
+
 extern "Rust" {
     /// Provided by the kernel: print `msg`, mark the capture failed, stop cleanly.
     fn lifeboat_fatal(msg: &str) -> !;
@@ -156,36 +158,6 @@ pub fn init() {
             limit: (core::mem::size_of::<Idt>() - 1) as u16,
             base: VirtAddr::new(addr_of!(IDT) as u64),
         });
-    }
-}
-
-/// A fixed-size text buffer for messages built without the heap (which may be broken).
-pub struct FixedBuf {
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl FixedBuf {
-    pub const fn new() -> Self {
-        FixedBuf { buf: [0; 256], len: 0 }
-    }
-    pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
-    }
-}
-
-impl Default for FixedBuf {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Write for FixedBuf {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 static TSC_PER_MS: AtomicU64 = AtomicU64::new(2_000_000);
 static CALIBRATED: AtomicU64 = AtomicU64::new(0);
 
-pub fn rdtsc() -> u64 {
+pub fn ticks() -> u64 {
     // SAFETY: RDTSC has no side effects and is available on every x86_64 CPU.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
@@ -23,7 +23,7 @@ pub fn calibrate() -> bool {
     outb(0x43, 0xb0);
     outb(0x42, (latch & 0xff) as u8);
     outb(0x42, (latch >> 8) as u8);
-    let t0 = rdtsc();
+    let t0 = ticks();
     let mut polls = 0u64;
     while inb(0x61) & 0x20 == 0 {
         polls += 1;
@@ -31,7 +31,7 @@ pub fn calibrate() -> bool {
             return false;
         }
     }
-    let ticks = rdtsc().wrapping_sub(t0);
+    let ticks = ticks().wrapping_sub(t0);
     if ticks < MS * 1000 {
         return false;
     }
@@ -43,10 +43,10 @@ pub fn calibrate() -> bool {
 /// Microseconds since an arbitrary origin.
 pub fn now_us() -> u64 {
     let per_ms = TSC_PER_MS.load(Ordering::Relaxed).max(1);
-    ((rdtsc() as u128) * 1000 / per_ms as u128) as u64
+    ((ticks() as u128) * 1000 / per_ms as u128) as u64
 }
 
-/// TSC ticks per millisecond (after `calibrate`).
-pub fn tsc_per_ms() -> u64 {
+/// Counter (TSC) ticks per millisecond (after `calibrate`).
+pub fn ticks_per_ms() -> u64 {
     TSC_PER_MS.load(Ordering::Relaxed)
 }

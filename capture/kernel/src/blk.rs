@@ -9,13 +9,12 @@ use lifeboat_capture::blk::BlockDevice;
 use lifeboat_capture::cmdline::BlkSelector;
 use lifeboat_capture::sink::SinkError;
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
-use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::DeviceType;
 
 use crate::virtio::{self, LifeboatHal, VirtioFunction};
 
 pub struct VirtioDisk {
-    dev: VirtIOBlk<LifeboatHal, PciTransport>,
+    dev: VirtIOBlk<LifeboatHal, virtio::Transport>,
     capacity: u64,
     /// "virtio-blk at PCI 0000:00:05.0 (serial X), 64 MiB".
     pub description: String,
@@ -39,16 +38,16 @@ impl BlockDevice for VirtioDisk {
     }
 }
 
-fn serial_of(dev: &mut VirtIOBlk<LifeboatHal, PciTransport>) -> Option<String> {
+fn serial_of(dev: &mut VirtIOBlk<LifeboatHal, virtio::Transport>) -> Option<String> {
     let mut id = [0u8; 20];
     let n = dev.device_id(&mut id).ok()?;
     let s = core::str::from_utf8(&id[..n.min(20)]).ok()?.trim_end_matches('\0');
     (!s.is_empty()).then(|| String::from(s))
 }
 
-fn open_disk(f: &VirtioFunction) -> Result<VirtIOBlk<LifeboatHal, PciTransport>, String> {
+fn open_disk(f: &VirtioFunction) -> Result<VirtIOBlk<LifeboatHal, virtio::Transport>, String> {
     let t = virtio::open(f)?;
-    VirtIOBlk::new(t).map_err(|e| format!("virtio-blk at PCI {}: {}", f.addr, e))
+    VirtIOBlk::new(t).map_err(|e| format!("virtio-blk at {}: {}", f.addr, e))
 }
 
 /// Finds the disk `sel` names. `blk:<pci address>` and bare `blk` touch only the chosen
@@ -58,7 +57,7 @@ pub fn open(sel: &BlkSelector) -> Result<VirtioDisk, String> {
     let disks = virtio::find(DeviceType::Block);
     let list = || disks.iter().map(|d| format!("{}", d.addr)).collect::<Vec<_>>().join(", ");
     if disks.is_empty() {
-        return Err(String::from("no virtio-blk disk found on PCI"));
+        return Err(String::from("no virtio-blk disk found (PCI or virtio-mmio)"));
     }
     let (f, mut dev) = match sel {
         BlkSelector::Only => {
@@ -94,10 +93,10 @@ pub fn open(sel: &BlkSelector) -> Result<VirtioDisk, String> {
         }
     };
     if dev.readonly() {
-        return Err(format!("the virtio-blk disk at PCI {} is read-only", f.addr));
+        return Err(format!("the virtio-blk disk at {} is read-only", f.addr));
     }
     let capacity = dev.capacity() * SECTOR_SIZE as u64;
     let serial = serial_of(&mut dev).map(|s| format!(" (serial '{}')", s)).unwrap_or_default();
-    let description = format!("virtio-blk at PCI {}{}, {} MiB", f.addr, serial, capacity >> 20);
+    let description = format!("virtio-blk at {}{}, {} MiB", f.addr, serial, capacity >> 20);
     Ok(VirtioDisk { dev, capacity, description })
 }

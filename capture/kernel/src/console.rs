@@ -1,10 +1,11 @@
-//! The console: human-readable lines on COM1, shared with the serial sink's frames.
+//! The console: human-readable lines on the console UART (x86 COM1, arm64 the device
+//! tree's stdout-path), shared with the serial sink's frames.
 //!
 //! Lines start with `lifeboat: ` so an operator (and the host tools) can tell them from the
 //! crashed kernel's last words and from binary frames.
 
 use core::fmt::{self, Write};
-use lifeboat_arch::current::serial::{SerialError, SerialPort};
+use lifeboat_arch::current::serial::SerialPort;
 use spin::Mutex;
 
 /// Polls without progress before a UART counts as stuck (roughly a second or more).
@@ -12,10 +13,9 @@ pub const STUCK_SPINS: u64 = 20_000_000;
 
 pub static CONSOLE: Mutex<Option<SerialPort>> = Mutex::new(None);
 
-pub fn init(port: u16, baud: u32) -> Result<(), SerialError> {
-    let p = SerialPort::new(port, baud)?;
-    *CONSOLE.lock() = Some(p);
-    Ok(())
+/// Make `port` the console (x86: COM1; arm64: the device tree's stdout-path UART).
+pub fn install(port: SerialPort) {
+    *CONSOLE.lock() = Some(port);
 }
 
 struct LineWriter<'a>(&'a mut SerialPort);

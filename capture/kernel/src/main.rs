@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod blk;
+mod boot;
 mod console;
 mod klog;
 mod net;
@@ -21,7 +22,7 @@ use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use lifeboat_arch::current as arch;
-use lifeboat_arch::current::bootinfo::BootInfo;
+#[cfg(target_arch = "x86_64")]
 use lifeboat_capture::acpi;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -137,17 +138,7 @@ fn finish(code: u32) -> ! {
         }
         3 => {
             log!("powering off");
-            let found = match MEM.get() {
-                Some(mem) => acpi::find_poweroff(mem, Some(RSDP.load(Ordering::Relaxed)).filter(|&a| a != 0)),
-                None => Err(acpi::AcpiError::NoRsdp),
-            };
-            match found {
-                Ok(p) => {
-                    arch::power::poweroff(p.pm1a_cnt, p.pm1b_cnt, p.slp_typa, p.slp_typb);
-                    log!("ACPI power-off did not take effect; halting instead");
-                }
-                Err(e) => log!("cannot power off ({}); halting instead", e),
-            }
+            poweroff();
             arch::power::halt()
         }
         _ => {
@@ -155,6 +146,33 @@ fn finish(code: u32) -> ! {
             arch::power::reboot()
         }
     }
+}
+
+/// ACPI S5 with the sleep types found in the FADT and DSDT; returns if that is not possible.
+#[cfg(target_arch = "x86_64")]
+fn poweroff() {
+    let found = match MEM.get() {
+        Some(mem) => acpi::find_poweroff(mem, Some(RSDP.load(Ordering::Relaxed)).filter(|&a| a != 0)),
+        None => Err(acpi::AcpiError::NoRsdp),
+    };
+    match found {
+        Ok(p) => {
+            arch::power::poweroff(p.pm1a_cnt, p.pm1b_cnt, p.slp_typa, p.slp_typb);
+            log!("ACPI power-off did not take effect; halting instead");
+        }
+        Err(e) => log!("cannot power off ({}); halting instead", e),
+    }
+}
+
+/// PSCI SYSTEM_OFF through the device tree's conduit; returns if that is not possible.
+#[cfg(target_arch = "aarch64")]
+fn poweroff() {
+    if !arch::power::have_psci() {
+        log!("cannot power off (the device tree names no PSCI); halting instead");
+        return;
+    }
+    arch::power::poweroff();
+    log!("PSCI SYSTEM_OFF did not take effect; halting instead");
 }
 
 /// Called for CPU exceptions and fatal errors: say what happened, mark the capture failed,
@@ -182,26 +200,6 @@ fn fail(msg: String) -> ! {
     lifeboat_fatal(&msg)
 }
 
-/// Read physical memory through the boot loader's identity map (only for boot structures,
-/// before our own page tables are active).
-fn boot_read(addr: u64, buf: &mut [u8]) -> bool {
-    if addr.checked_add(buf.len() as u64).is_none() {
-        return false;
-    }
-    // SAFETY: the boot protocol guarantees these structures are mapped and readable; they
-    // are not our memory, so they cannot alias `buf`.
-    unsafe {
-        core::arch::asm!(
-            "rep movsb",
-            inout("rsi") addr => _,
-            inout("rdi") buf.as_mut_ptr() => _,
-            inout("rcx") buf.len() => _,
-            options(nostack, preserves_flags)
-        );
-    }
-    true
-}
-
 fn mib(bytes: u64) -> u64 {
     bytes >> 20
 }
@@ -220,64 +218,52 @@ fn mbps(bytes: u64, us: u64) -> String {
     tenths(bytes, us)
 }
 
+/// Hand the heap area to the allocator (once, from `boot::start`).
+pub fn init_heap() {
+    // SAFETY: HEAP_AREA is ours (bss) and handed to the allocator exactly once.
+    unsafe { HEAP.inner.lock().init(core::ptr::addr_of_mut!(HEAP_AREA) as *mut u8, HEAP_SIZE) };
+}
+
+/// Called by `lifeboat_arch`'s entry code: `protocol` says how we were entered (x86: Linux
+/// boot protocol or PVH; arm64: the exception level), `boot_info` is the boot protocol's
+/// structure (x86 `boot_params` / PVH start info; arm64 the device tree).
 #[no_mangle]
 extern "C" fn lifeboat_main(protocol: u32, boot_info: u64, image_base: u64) -> ! {
-    let t_start = arch::timer::rdtsc();
+    let t_start = arch::timer::ticks();
     arch::exceptions::init();
-    let _ = console::init(arch::serial::COM1, 115_200);
     let (head, file_end, image_end, guard) = image_layout();
-    let proto_name = if protocol == arch::entry::PROTOCOL_PVH { "PVH" } else { "Linux x86 boot protocol (kexec)" };
+    let own = PhysRange { start: head, end: image_end };
+    let boot = boot::start(protocol, boot_info, own, guard);
     log!(
         "lifeboat {} capture kernel ({}), entered via {} at {:#x}: image {} KiB, runtime memory {} KiB",
         env!("CARGO_PKG_VERSION"),
         arch::MACHINE_NAME,
-        proto_name,
+        boot.protocol,
         image_base,
         (file_end - head) / 1024,
         (image_end - head) / 1024
     );
 
-    // SAFETY: HEAP_AREA is ours (bss) and handed to the allocator exactly once.
-    unsafe { HEAP.inner.lock().init(core::ptr::addr_of_mut!(HEAP_AREA) as *mut u8, HEAP_SIZE) };
-
-    let boot = match protocol {
-        arch::entry::PROTOCOL_PVH => BootInfo::from_pvh(boot_read, boot_info),
-        _ => BootInfo::from_boot_params(boot_read, boot_info),
-    };
-    let boot = match boot {
-        Ok(b) => alloc::boxed::Box::new(b),
-        Err(e) => fail(format!("cannot read the boot information: {}", e)),
-    };
-
-    // Our own page tables: from here on only our image is mapped; old memory is mapped
+    // Our own page tables are active: only our image is mapped; old memory is mapped
     // read-only when it is read.
-    let own = PhysRange { start: head, end: image_end };
-    match arch::paging::AddressSpace::new(own.start, own.end, guard, arch::cpu::has_gib_pages()) {
-        Ok(space) => {
-            // SAFETY: code, stack, heap, statics and the boot copies are all inside `own`.
-            unsafe { space.activate() };
-            *SPACE.lock() = Some(space);
-        }
-        Err(e) => fail(format!("cannot build page tables: {}", e)),
-    }
     let max_phys = (1u64 << arch::cpu::phys_addr_bits()).min(arch::paging::IDENTITY_LIMIT);
     MEM.call_once(|| OldMemory { own, max_phys });
     RSDP.store(boot.rsdp.unwrap_or(0), Ordering::Relaxed);
     let calibrated = arch::timer::calibrate();
 
-    let (opts, warnings) = cmdline::parse(boot.cmdline());
+    let (opts, warnings) = cmdline::parse(&boot.cmdline);
     if let Some(port) = opts.exit_port {
         EXIT_PORT.store(u32::from(port), Ordering::Relaxed);
     }
     ACTION.store(action_of(opts.action), Ordering::Relaxed);
-    log!("command line: {}", boot.cmdline());
-    for w in &warnings {
+    log!("command line: {}", boot.cmdline);
+    for w in boot.warnings.iter().chain(&warnings) {
         log!("warning: {}", w);
     }
     if !calibrated {
-        log!("warning: no PIT to calibrate the TSC; rates assume a 2 GHz clock");
+        log!("warning: the timer frequency is unknown; rates assume a guessed clock");
     }
-    if !boot.regions().iter().any(|r| r.ram && r.start <= own.start && own.end <= r.end) {
+    if !boot.usable.iter().any(|r| r.start <= own.start && own.end <= r.end) {
         log!("warning: the boot memory map does not list our image {} as usable RAM", own);
     }
     capture(&opts, &boot, own, t_start)
@@ -364,7 +350,7 @@ impl DumpObserver for ConsoleProgress {
             tenths(p.bytes_out, 1 << 20)
         );
         if finished {
-            let ms = |t: u64| t / arch::timer::tsc_per_ms().max(1);
+            let ms = |t: u64| t / arch::timer::ticks_per_ms().max(1);
             let t = &p.time;
             log!(
                 "time: choosing pages {} ms, reading {} ms, zero check {} ms, compressing {} ms, sink {} ms",
@@ -378,7 +364,7 @@ impl DumpObserver for ConsoleProgress {
     }
 
     fn now(&mut self) -> u64 {
-        arch::timer::rdtsc()
+        arch::timer::ticks()
     }
 }
 
@@ -581,17 +567,17 @@ fn run_net(target: &NetTarget, opts: &CaptureOptions, job: &Job) -> Attempt {
     }
 }
 
-fn capture(opts: &CaptureOptions, boot: &BootInfo, own: PhysRange, t_start: u64) -> ! {
-    let Some(hdr) = opts.elfcorehdr else {
+fn capture(opts: &CaptureOptions, boot: &boot::Boot, own: PhysRange, t_start: u64) -> ! {
+    // The command line's elfcorehdr= (x86, tests), else the device tree's (arm64 kexec).
+    let from_dt = boot.elfcorehdr.map(|r| cmdline::ElfCoreHdrArg { addr: r.start, size: Some(r.end - r.start) });
+    let Some(hdr) = opts.elfcorehdr.or(from_dt) else {
         fail(String::from(
-            "no elfcorehdr= on the command line: lifeboat runs as a crash kernel, loaded by `kexec -p` or `lifeboat load`",
+            "no elfcorehdr (command line or device tree): lifeboat runs as a crash kernel, loaded by `kexec -p` or `lifeboat load`",
         ));
     };
     let mem = MEM.get().expect("old-memory access is set up before the capture");
     let max_phys = mem.max_phys;
-    let ram = boot.map_lists_all_ram().then(|| {
-        boot.regions().iter().filter(|r| r.ram).map(|r| PhysRange { start: r.start, end: r.end }).collect()
-    });
+    let ram = boot.lists_all_ram.then(|| boot.ram.clone());
     let limits = Limits { max_phys, own: alloc::vec![own], ram, machine: arch::ELF_MACHINE, hdr_size: hdr.size };
     let core = match ElfCoreHeader::parse(mem, hdr.addr, &limits) {
         Ok(c) => c,
@@ -826,7 +812,7 @@ fn print_kernel_log(info: &VmcoreInfo, vm: &KernelVm) {
 /// The summary lines after each sink run.
 fn report_run(run: &SinkRun, us: u64, t_start: u64) {
     let summary = &run.summary;
-    let boot_ms = (arch::timer::rdtsc().saturating_sub(t_start)) / arch::timer::tsc_per_ms().max(1);
+    let boot_ms = (arch::timer::ticks().saturating_sub(t_start)) / arch::timer::ticks_per_ms().max(1);
     log!(
         "dumped {} MiB of RAM in {} s ({} MB/s): {} pages, {} zero, {} compressed, {} raw, {} unreadable",
         mib(summary.ram_bytes),

@@ -21,7 +21,6 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 use virtio_drivers::device::net::VirtIONetRaw;
-use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::DeviceType;
 
 use crate::log;
@@ -48,7 +47,7 @@ fn now() -> Instant {
 
 /// A virtio-net card as a smoltcp `Device`.
 struct Nic {
-    raw: VirtIONetRaw<LifeboatHal, PciTransport, QUEUE_SIZE>,
+    raw: VirtIONetRaw<LifeboatHal, virtio::Transport, QUEUE_SIZE>,
     /// Never resized after creation: posted buffers must not move.
     rx: Vec<[u8; RX_BUF_LEN]>,
     /// Virtqueue token of each posted receive buffer.
@@ -70,7 +69,7 @@ struct TxRing {
 
 impl TxRing {
     /// Takes back every buffer the card has finished sending.
-    fn reclaim(&mut self, raw: &mut VirtIONetRaw<LifeboatHal, PciTransport, QUEUE_SIZE>) {
+    fn reclaim(&mut self, raw: &mut VirtIONetRaw<LifeboatHal, virtio::Transport, QUEUE_SIZE>) {
         while let Some(t) = raw.poll_transmit() {
             let Some(i) = self.token.iter().position(|x| *x == Some(t)) else {
                 break;
@@ -83,7 +82,7 @@ impl TxRing {
 }
 
 impl Nic {
-    fn new(raw: VirtIONetRaw<LifeboatHal, PciTransport, QUEUE_SIZE>) -> Result<Self, String> {
+    fn new(raw: VirtIONetRaw<LifeboatHal, virtio::Transport, QUEUE_SIZE>) -> Result<Self, String> {
         let mut nic = Nic {
             raw,
             rx: vec![[0u8; RX_BUF_LEN]; RX_BUFFERS],
@@ -129,7 +128,7 @@ impl Nic {
 
 struct NicRx<'a>(&'a [u8]);
 struct NicTx<'a> {
-    raw: &'a mut VirtIONetRaw<LifeboatHal, PciTransport, QUEUE_SIZE>,
+    raw: &'a mut VirtIONetRaw<LifeboatHal, virtio::Transport, QUEUE_SIZE>,
     ring: &'a mut TxRing,
 }
 
@@ -213,7 +212,7 @@ fn ipv4(a: [u8; 4]) -> Ipv4Address {
 pub fn open(opts: &NetOptions, server: NetTarget) -> Result<NetStack, String> {
     let cards = virtio::find(DeviceType::Network);
     if cards.is_empty() {
-        return Err(String::from("no virtio-net card found on PCI"));
+        return Err(String::from("no virtio-net card found (PCI or virtio-mmio)"));
     }
     let list = || cards.iter().map(|c| format!("{}", c.addr)).collect::<Vec<_>>().join(", ");
     let (card, raw) = match opts.nic {
@@ -245,7 +244,7 @@ pub fn open(opts: &NetOptions, server: NetTarget) -> Result<NetStack, String> {
     let mac = raw.mac_address();
     let mut nic = Nic::new(raw)?;
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-    config.random_seed = arch::timer::rdtsc();
+    config.random_seed = arch::timer::ticks();
     let mut iface = Interface::new(config, &mut nic, now());
     let mut sockets = SocketSet::new(Vec::new());
     let mac_s = NicSelector::Mac(mac);
@@ -295,14 +294,14 @@ pub fn open(opts: &NetOptions, server: NetTarget) -> Result<NetStack, String> {
             format!("{} (DHCP{})", addr, router.map(|r| format!(", router {}", r)).unwrap_or_default())
         }
     };
-    let description = format!("virtio-net at PCI {} (MAC {}), {}", card.addr, mac_s, how);
-    let next_port = 49152 + (arch::timer::rdtsc() % 8192) as u16;
+    let description = format!("virtio-net at {} (MAC {}), {}", card.addr, mac_s, how);
+    let next_port = 49152 + (arch::timer::ticks() % 8192) as u16;
     Ok(NetStack { nic, iface, sockets, server, next_port, description })
 }
 
-fn open_card(c: &virtio::VirtioFunction) -> Result<VirtIONetRaw<LifeboatHal, PciTransport, QUEUE_SIZE>, String> {
+fn open_card(c: &virtio::VirtioFunction) -> Result<VirtIONetRaw<LifeboatHal, virtio::Transport, QUEUE_SIZE>, String> {
     let t = virtio::open(c)?;
-    VirtIONetRaw::new(t).map_err(|e| format!("virtio-net at PCI {}: {}", c.addr, e))
+    VirtIONetRaw::new(t).map_err(|e| format!("virtio-net at {}: {}", c.addr, e))
 }
 
 /// `Connector` for `netproto`: one TCP connection at a time to the configured server.

@@ -27,19 +27,45 @@ impl PhysRead for OldMemory {
         let mut space = SPACE.lock();
         let space = space.as_mut().ok_or(bad)?;
         space.map_readonly(range.start, range.end).map_err(|_| bad)?;
-        // SAFETY: [addr, addr+len) is identity-mapped read-only just above, is not our own
-        // memory (so it cannot alias `buf`), and `buf` is valid for `len` bytes of writes.
-        // `rep movsb` rather than `copy_nonoverlapping` because physical address 0 is a
-        // valid source here and a null pointer is not.
-        unsafe {
-            core::arch::asm!(
-                "rep movsb",
-                inout("rsi") addr => _,
-                inout("rdi") buf.as_mut_ptr() => _,
-                inout("rcx") len => _,
-                options(nostack, preserves_flags)
-            );
-        }
+        copy_from_phys(addr, buf);
         Ok(())
     }
+}
+
+/// Copy `buf.len()` bytes from physical address `addr`, which the caller mapped read-only.
+#[cfg(target_arch = "x86_64")]
+fn copy_from_phys(addr: u64, buf: &mut [u8]) {
+    // SAFETY: [addr, addr+len) is identity-mapped read-only (the caller), is not our own
+    // memory (so it cannot alias `buf`), and `buf` is valid for `len` bytes of writes.
+    // `rep movsb` rather than `copy_nonoverlapping` because physical address 0 is a valid
+    // source here and a null pointer is not.
+    unsafe {
+        core::arch::asm!(
+            "rep movsb",
+            inout("rsi") addr => _,
+            inout("rdi") buf.as_mut_ptr() => _,
+            inout("rcx") buf.len() => _,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Copy `buf.len()` bytes from physical address `addr`, which the caller mapped read-only.
+#[cfg(target_arch = "aarch64")]
+fn copy_from_phys(addr: u64, buf: &mut [u8]) {
+    let mut from = addr;
+    let mut to = &mut buf[..];
+    if from == 0 && !to.is_empty() {
+        // Physical address 0 is RAM on some boards, but a null pointer is not valid in Rust:
+        // the first byte is read with an instruction of our own.
+        let b: u8;
+        // SAFETY: address 0 is mapped read-only (the caller) and not our memory.
+        unsafe { core::arch::asm!("ldrb {b:w}, [{a}]", a = in(reg) 0u64, b = out(reg) b, options(nostack, readonly)) };
+        to[0] = b;
+        to = &mut to[1..];
+        from = 1;
+    }
+    // SAFETY: [from, from+len) is identity-mapped read-only (the caller), non-null, not our
+    // own memory (so it cannot alias `buf`), and `to` is valid for `len` bytes of writes.
+    unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to.as_mut_ptr(), to.len()) };
 }

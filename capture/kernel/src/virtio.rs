@@ -1,4 +1,4 @@
-//! virtio devices on PCI: finding them, and the `Hal` that virtio-drivers needs.
+//! virtio devices on PCI and virtio-mmio: finding them, and the `Hal` that virtio-drivers needs.
 //!
 //! lifeboat only ever writes to memory it owns, so everything a device reads or writes by DMA
 //! lies in our image: virtqueues come from a fixed pool in our bss, and buffers handed to a
@@ -18,7 +18,8 @@ use lifeboat_arch::current::pci;
 use lifeboat_capture::cmdline::PciAddr;
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
-use virtio_drivers::transport::DeviceType;
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::{DeviceType, SomeTransport, Transport as _};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
 use crate::oldmem::SPACE;
@@ -91,17 +92,76 @@ unsafe impl Hal for LifeboatHal {
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
 
-/// A virtio function found on PCI.
-#[derive(Clone, Copy, Debug)]
-pub struct VirtioFunction {
-    pub addr: PciAddr,
-    pub df: DeviceFunction,
+/// Where a virtio device sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevAddr {
+    Pci(PciAddr),
+    /// A virtio-mmio register window (arm64 device trees), by physical address.
+    Mmio(u64),
 }
 
-/// Every virtio function on the PCI segments this architecture reaches. Reads only
-/// configuration space (vendor/device ids); no device is touched.
+impl core::fmt::Display for DevAddr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DevAddr::Pci(a) => write!(f, "PCI {}", a),
+            DevAddr::Mmio(base) => write!(f, "virtio-mmio {:#x}", base),
+        }
+    }
+}
+
+impl PartialEq<PciAddr> for DevAddr {
+    fn eq(&self, other: &PciAddr) -> bool {
+        matches!(self, DevAddr::Pci(a) if a == other)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Location {
+    Pci(DeviceFunction),
+    Mmio { base: u64, size: u64 },
+}
+
+/// A virtio device found on PCI or in the device tree.
+#[derive(Clone, Copy, Debug)]
+pub struct VirtioFunction {
+    pub addr: DevAddr,
+    loc: Location,
+}
+
+/// The transports lifeboat drives devices through.
+pub type Transport = SomeTransport<'static>;
+
+/// virtio-mmio windows the device tree lists (arm64); set once at boot.
+static MMIO_WINDOWS: spin::Once<Vec<(u64, u64)>> = spin::Once::new();
+
+/// Record the device tree's virtio-mmio windows (physical base, size).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+pub fn set_mmio_windows(w: Vec<(u64, u64)>) {
+    MMIO_WINDOWS.call_once(|| w);
+}
+
+fn map_mmio(base: u64, size: u64) -> Result<NonNull<VirtIOHeader>, String> {
+    let mut space = SPACE.lock();
+    let space = space.as_mut().ok_or_else(|| String::from("page tables are not set up"))?;
+    let va = space.map_device(base, size).map_err(|e| format!("virtio-mmio {:#x}: {}", base, e))?;
+    NonNull::new(va as *mut VirtIOHeader).ok_or_else(|| format!("virtio-mmio {:#x} maps to 0", base))
+}
+
+/// Every virtio device of `kind`: on the PCI segments this architecture reaches (reading
+/// only configuration space) and in the device tree's virtio-mmio windows (reading only the
+/// magic, version and device id). No device is touched.
 pub fn find(kind: DeviceType) -> Vec<VirtioFunction> {
     let mut out = Vec::new();
+    for &(base, size) in MMIO_WINDOWS.get().map(|v| v.as_slice()).unwrap_or(&[]) {
+        let Ok(header) = map_mmio(base, size) else { continue };
+        // SAFETY: the window is mapped as device memory for the rest of the run; creating the
+        // transport only reads the identification registers.
+        if let Ok(t) = unsafe { MmioTransport::new(header, size as usize) } {
+            if t.device_type() == kind {
+                out.push(VirtioFunction { addr: DevAddr::Mmio(base), loc: Location::Mmio { base, size } });
+            }
+        }
+    }
     let Some(root) = pci::root(0) else {
         return out;
     };
@@ -110,7 +170,7 @@ pub fn find(kind: DeviceType) -> Vec<VirtioFunction> {
             if let Some(k) = virtio_device_type(&info) {
                 if k == kind {
                     let addr = PciAddr { segment: 0, bus: df.bus, device: df.device, function: df.function };
-                    out.push(VirtioFunction { addr, df });
+                    out.push(VirtioFunction { addr: DevAddr::Pci(addr), loc: Location::Pci(df) });
                 }
             }
         }
@@ -118,14 +178,27 @@ pub fn find(kind: DeviceType) -> Vec<VirtioFunction> {
     out
 }
 
-/// Enables memory decoding and bus mastering on `f` (the crashed kernel or the firmware
-/// assigned its BARs) and opens its transport; the device driver then resets the device
-/// before use, which also stops whatever the crashed kernel left it doing.
-pub fn open(f: &VirtioFunction) -> Result<PciTransport, String> {
-    let mut root: PciRoot<pci::Cam> =
-        pci::root(f.addr.segment).ok_or_else(|| format!("PCI segment {} is not reachable", f.addr.segment))?;
-    let (_, cmd) = root.get_status_command(f.df);
-    root.set_command(f.df, cmd | Command::MEMORY_SPACE | Command::BUS_MASTER);
-    PciTransport::new::<LifeboatHal, _>(&mut root, f.df)
-        .map_err(|e| format!("virtio device at PCI {}: {}", f.addr, e))
+/// Opens `f`'s transport; the device driver then resets the device before use, which also
+/// stops whatever the crashed kernel left it doing. On PCI, memory decoding and bus mastering
+/// are enabled first (the crashed kernel or the firmware assigned its BARs).
+pub fn open(f: &VirtioFunction) -> Result<Transport, String> {
+    match f.loc {
+        Location::Mmio { base, size } => {
+            let header = map_mmio(base, size)?;
+            // SAFETY: as in `find`; lifeboat is the only driver of this device.
+            let t = unsafe { MmioTransport::new(header, size as usize) }
+                .map_err(|e| format!("virtio device at {}: {}", f.addr, e))?;
+            Ok(SomeTransport::Mmio(t))
+        }
+        Location::Pci(df) => {
+            let DevAddr::Pci(addr) = f.addr else { unreachable!("a PCI location has a PCI address") };
+            let mut root: PciRoot<pci::Cam> =
+                pci::root(addr.segment).ok_or_else(|| format!("PCI segment {} is not reachable", addr.segment))?;
+            let (_, cmd) = root.get_status_command(df);
+            root.set_command(df, cmd | Command::MEMORY_SPACE | Command::BUS_MASTER);
+            let t = PciTransport::new::<LifeboatHal, _>(&mut root, df)
+                .map_err(|e| format!("virtio device at {}: {}", f.addr, e))?;
+            Ok(SomeTransport::Pci(t))
+        }
+    }
 }
