@@ -6,15 +6,19 @@ use std::path::{Path, PathBuf};
 
 use lifeboat_capture::cmdline;
 
+use crate::arch::Arch;
+use crate::arm64image::{self, Arm64Image};
 use crate::blkcheck::{self, BlkError};
 use crate::bootparams;
-use crate::bzimage::{ImageError, LifeboatImage};
+use crate::bzimage::LifeboatImage;
 use crate::config::Config;
+use crate::dtb;
 use crate::elfcorehdr::{CoreLayout, NoteBuf};
 use crate::host::{self, find_reservation, Host, Reservation};
 use crate::kexec::{self, KexecError, Probe, Segment, Syscall};
 use crate::layout::{self, Sizes};
 use crate::memmap::{self, Range};
+use crate::payload::{Payload, PayloadError};
 use crate::state::{self, State, STATE_FILE};
 use crate::stub;
 use crate::sysfs::{Lockdown, DEFAULT_PAGE_OFFSET};
@@ -50,7 +54,7 @@ pub enum Failure {
     },
     NotLifeboatImage {
         path: PathBuf,
-        why: ImageError,
+        why: PayloadError,
     },
     NoKexecSupport,
     NotRoot,
@@ -113,15 +117,25 @@ impl fmt::Display for Failure {
             ),
             NoPayload { tried } => write!(
                 f,
-                "no capture kernel found (tried {}): install lifeboat's bzImage there or pass --payload",
-                tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                "no capture kernel found (tried {}): install lifeboat's {} there or pass --payload",
+                tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+                Arch::HOST.payload_file()
             ),
             PayloadUnreadable { path, err } => write!(f, "cannot read the payload {}: {err}", path.display()),
-            NotLifeboatImage { path, why } => write!(
+            NotLifeboatImage { path, why: why @ PayloadError::BzImage(_) } => write!(
                 f,
                 "{} is not a lifeboat image: {why}; use the bzImage built by `cargo xtask build` \
                  (target/lifeboat/x86_64/bzImage) or installed at {DEFAULT_PAYLOAD}",
                 path.display()
+            ),
+            NotLifeboatImage { path, why } => write!(
+                f,
+                "{} is not a lifeboat image for this machine: {why}; use the {file} built by `cargo xtask \
+                 build` (target/lifeboat/{arch}/{file}) or installed at {default}",
+                path.display(),
+                file = Arch::HOST.payload_file(),
+                arch = Arch::HOST.name(),
+                default = Arch::HOST.default_payload()
             ),
             NoKexecSupport => write!(
                 f,
@@ -143,8 +157,9 @@ impl fmt::Display for Failure {
             Lockdown { mode, syscall: Syscall::KexecFileLoad } => write!(
                 f,
                 "kernel lockdown is in {} mode: kexec_file_load accepts only signed images and lifeboat's \
-                 bzImage is not signed; boot without lockdown (lockdown=none, Secure Boot off)",
-                mode.name()
+                 {} is not signed; boot without lockdown (lockdown=none, Secure Boot off)",
+                mode.name(),
+                Arch::HOST.payload_file()
             ),
             NoReservation { suggest_mib } => write!(
                 f,
@@ -244,14 +259,15 @@ pub fn check_options(words: &[String]) -> Result<String, Failure> {
     }
 }
 
-/// The payload: the one asked for, else the installed one, else `bzImage` next to lifeboat.
+/// The payload: the one asked for, else the installed one, else `bzImage` (arm64: `Image`)
+/// next to lifeboat.
 pub fn resolve_payload(asked: Option<PathBuf>) -> Result<PathBuf, Failure> {
     if let Some(p) = asked {
         return Ok(p);
     }
-    let mut tried = vec![PathBuf::from(DEFAULT_PAYLOAD)];
+    let mut tried = vec![PathBuf::from(Arch::HOST.default_payload())];
     if let Some(dir) = host::exe_dir() {
-        tried.push(dir.join("bzImage"));
+        tried.push(dir.join(Arch::HOST.payload_file()));
     }
     tried
         .iter()
@@ -260,19 +276,19 @@ pub fn resolve_payload(asked: Option<PathBuf>) -> Result<PathBuf, Failure> {
         .ok_or(Failure::NoPayload { tried })
 }
 
-fn read_image(path: &Path) -> Result<(Vec<u8>, LifeboatImage), Failure> {
+fn read_image(path: &Path) -> Result<(Vec<u8>, Payload), Failure> {
     let bytes = std::fs::read(path).map_err(|err| Failure::PayloadUnreadable {
         path: path.to_path_buf(),
         err,
     })?;
-    let image = LifeboatImage::parse(&bytes).map_err(|why| Failure::NotLifeboatImage {
+    let image = Payload::parse(&bytes, Arch::HOST).map_err(|why| Failure::NotLifeboatImage {
         path: path.to_path_buf(),
         why,
     })?;
     Ok((bytes, image))
 }
 
-fn warn(msg: impl fmt::Display) {
+pub(crate) fn warn(msg: impl fmt::Display) {
     eprintln!("lifeboat: warning: {msg}");
 }
 
@@ -303,6 +319,29 @@ impl Needs {
             kexec_file_load: layout::kexec_file_load_need(&s, hotplug),
         }
     }
+    /// arm64: the layout of [`layout::place_arm64`] from a 2 MiB-aligned start, and Linux's
+    /// kexec_file layout (see [`layout::arm64_kexec_file_load_need`]).
+    pub fn compute_arm64(
+        image: &Arm64Image,
+        cpus: usize,
+        ram_ranges: usize,
+        dtb: u64,
+        page: u64,
+        hotplug: bool,
+    ) -> Self {
+        let s = layout::Arm64Sizes {
+            text_offset: image.text_offset,
+            image_memsz: image.memsz(page),
+            // CPUs, VMCOREINFO, the kernel text, RAM.
+            elfcorehdr: 64 + 56 * (cpus + 2 + ram_ranges) as u64,
+            dtb,
+            page,
+        };
+        Needs {
+            kexec_load: layout::arm64_kexec_load_need(&s),
+            kexec_file_load: layout::arm64_kexec_file_load_need(&s, hotplug),
+        }
+    }
     pub fn of(&self, sc: Syscall) -> u64 {
         match sc {
             Syscall::KexecLoad => self.kexec_load,
@@ -315,17 +354,43 @@ impl Needs {
     }
 }
 
-fn host_needs(host: &Host, iomem: &[memmap::IomemEntry], image: &LifeboatImage) -> Needs {
+fn host_needs(host: &Host, iomem: &[memmap::IomemEntry], payload: &Payload) -> Needs {
     let ranges = memmap::dumpable_ram(iomem)
         .len()
         .max(memmap::ranges_of(iomem, memmap::RegionKind::Ram).len());
-    Needs::compute(
-        image,
-        host.cpu_count().max(1),
-        ranges,
-        ESTIMATE_CMDLINE,
-        host.crash_hotplug(),
-    )
+    match payload {
+        Payload::BzImage(image) => Needs::compute(
+            image,
+            host.cpu_count().max(1),
+            ranges,
+            ESTIMATE_CMDLINE,
+            host.crash_hotplug(),
+        ),
+        Payload::Arm64(image) => Needs::compute_arm64(
+            image,
+            host.cpu_count().max(1),
+            ranges,
+            arm64_dtb_estimate(host),
+            host::page_size(),
+            host.crash_hotplug(),
+        ),
+    }
+}
+
+/// The size of the DTB lifeboat would write: the running kernel's, rebuilt with a long command
+/// line, or a typical size when `/sys/firmware/fdt` cannot be read (not root).
+fn arm64_dtb_estimate(host: &Host) -> u64 {
+    let dummy = [Range { start: 0, end: 1 << 20 }, Range { start: 0, end: 1 << 20 }];
+    let chosen = dtb::CrashChosen {
+        bootargs: &"x".repeat(ESTIMATE_CMDLINE as usize),
+        elfcorehdr: dummy[0],
+        elfcorehdr_reserve: 4096,
+        usable: &dummy,
+    };
+    host.boot_fdt()
+        .ok()
+        .and_then(|b| dtb::crash_dtb(&b, &chosen).ok())
+        .map_or(layout::ARM64_DTB_ESTIMATE, |d| d.len() as u64)
 }
 
 /// `lifeboat load`.
@@ -344,12 +409,11 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
         }
         None => Config::default(),
     };
-    let sc_name = req
-        .syscall
+    let asked_syscall = req.syscall.clone().or(cfg.syscall.clone());
+    let sc_name = asked_syscall
         .clone()
-        .or(cfg.syscall.clone())
         .unwrap_or_else(|| "kexec_file_load".into());
-    let syscall = Syscall::from_name(&sc_name).ok_or(Failure::UnknownSyscall(sc_name))?;
+    let mut syscall = Syscall::from_name(&sc_name).ok_or(Failure::UnknownSyscall(sc_name))?;
     let words = merge_options(cfg.options.as_deref().unwrap_or(""), &req.options);
     // Disk and network sinks: resolve and check the disk, fill in the network settings.
     let (words, sink_lines) = prepare_sinks(words, host, req.force, req.dry_run)?;
@@ -364,13 +428,15 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
             .map(PathBuf::from)),
     )?;
     let (bytes, image) = read_image(&payload)?;
-    let max_options = match syscall {
-        Syscall::KexecFileLoad => {
+    let max_options = match (&image, syscall) {
+        (Payload::BzImage(image), Syscall::KexecFileLoad) => {
             (image.cmdline_size as usize).saturating_sub(KEXEC_FILE_ELFCOREHDR_ROOM)
         }
-        Syscall::KexecLoad => {
+        (Payload::BzImage(image), Syscall::KexecLoad) => {
             (image.cmdline_size as usize).saturating_sub("elfcorehdr=0x ".len() + 16)
         }
+        // arm64: the command line is /chosen/bootargs alone (the elfcorehdr is a DT property).
+        (Payload::Arm64(_), _) => arm64image::CMDLINE_MAX,
     };
     if options.len() > max_options {
         return Err(Failure::CmdlineTooLong {
@@ -381,6 +447,19 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
 
     // 3. Kernel support, permission, lockdown.
     let loaded = host.crash_loaded().ok_or(Failure::NoKexecSupport)?;
+    // arm64 kernels often lack kexec_file_load (Debian's has no CONFIG_KEXEC_FILE): unless a
+    // system call was asked for, use kexec_load there. ENOSYS comes before any permission
+    // check, so this works for a non-root --dry-run too.
+    let mut notes = Vec::new();
+    if let (Payload::Arm64(_), None, Syscall::KexecFileLoad) = (&image, &asked_syscall, syscall) {
+        if kexec::probe(Syscall::KexecFileLoad) == Probe::Unavailable(libc::ENOSYS) {
+            syscall = Syscall::KexecLoad;
+            notes.push(String::from(
+                "this kernel has no kexec_file_load (CONFIG_KEXEC_FILE is not set): using kexec_load, \
+                 with the elfcorehdr and device tree built by lifeboat",
+            ));
+        }
+    }
     let root = host::is_root();
     if !root && !req.dry_run {
         return Err(Failure::NotRoot);
@@ -444,15 +523,34 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
         Syscall::KexecFileLoad => {
             if req.dry_run {
                 println!("dry run: would call kexec_file_load(KEXEC_FILE_ON_CRASH | KEXEC_FILE_NO_INITRAMFS)");
-                println!(
-                    "  payload      {} (lifeboat {}, init_size {})",
-                    payload.display(),
-                    image.version,
-                    mib(image.init_size)
-                );
-                println!(
-                    "  command line elfcorehdr=0x… {options}   (the kernel prepends elfcorehdr=)"
-                );
+                for n in &notes {
+                    println!("  note: {n}");
+                }
+                match &image {
+                    Payload::BzImage(image) => {
+                        println!(
+                            "  payload      {} (lifeboat {}, init_size {})",
+                            payload.display(),
+                            image.version,
+                            mib(image.init_size)
+                        );
+                        println!(
+                            "  command line elfcorehdr=0x… {options}   (the kernel prepends elfcorehdr=)"
+                        );
+                    }
+                    Payload::Arm64(a) => {
+                        println!(
+                            "  payload      {} (lifeboat {}, image_size {}, text_offset {:#x})",
+                            payload.display(),
+                            image.version(),
+                            mib(a.image_size),
+                            a.text_offset
+                        );
+                        println!(
+                            "  command line {options}   (the kernel adds linux,elfcorehdr and the usable memory to the device tree)"
+                        );
+                    }
+                }
                 println!(
                     "  reservation  {reservation_text}, about {} needed",
                     mib(needs.kexec_file_load)
@@ -477,12 +575,29 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
         }
         Syscall::KexecLoad => {
             let Some(range) = res.range else {
+                for n in &notes {
+                    println!("note: {n}");
+                }
                 println!("dry run: not root, so /proc/iomem hides the reservation's address: run as root to see the layout");
                 return Ok(());
             };
-            let plan = plan_kexec_load(host, &iomem, range, &bytes, &image, &options)?;
+            let plan = match &image {
+                Payload::BzImage(image) => {
+                    plan_kexec_load(host, &iomem, range, &bytes, image, &options)?
+                }
+                Payload::Arm64(a) => {
+                    crate::arm64plan::plan_kexec_load(host, &iomem, &res, &bytes, a, &options)?
+                }
+            };
+            let arch_flag = match image {
+                Payload::BzImage(_) => "KEXEC_ARCH_X86_64",
+                Payload::Arm64(_) => "KEXEC_ARCH_AARCH64",
+            };
             if req.dry_run {
-                println!("dry run: would call kexec_load(entry {:#x}, KEXEC_ON_CRASH | KEXEC_ARCH_X86_64) with:", plan.entry);
+                for n in &notes {
+                    println!("note: {n}");
+                }
+                println!("dry run: would call kexec_load(entry {:#x}, KEXEC_ON_CRASH | {arch_flag}) with:", plan.entry);
                 print!("{}", plan.table());
                 println!("  command line {}", plan.cmdline);
                 println!(
@@ -506,7 +621,7 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
         .map_or(0, |d| d.as_secs());
     let st = State {
         payload: payload.display().to_string(),
-        version: image.version.clone(),
+        version: image.version().to_string(),
         syscall,
         options: options.clone(),
         loaded_at: now,
@@ -518,9 +633,12 @@ pub fn load(req: LoadRequest, host: &Host) -> Result<(), Failure> {
             "loaded, but cannot record it in {STATE_FILE}: {e}"
         ));
     }
+    for n in &notes {
+        println!("note: {n}");
+    }
     println!(
         "lifeboat {} loaded with {} from {} into the crash reservation {reservation_text}",
-        image.version,
+        image.version(),
         syscall.name(),
         payload.display()
     );
@@ -941,10 +1059,12 @@ pub struct PlanInputs<'a> {
 /// Builds the four segments (pure: tested without a kernel).
 pub fn build_plan(i: &PlanInputs) -> Result<KexecLoadPlan, Failure> {
     let core = CoreLayout {
+        machine: Arch::X86_64.elf_machine(),
         cpu_notes: i.cpu_notes.clone(),
         vmcoreinfo: i.vmcoreinfo,
+        kernel_text: None,
         ram: i.ram.clone(),
-        page_offset: i.page_offset,
+        linear_offset: Some(i.page_offset),
     };
     let ehdr = core.build().map_err(|e| Failure::Build(e.to_string()))?;
     // The command line's length depends on the elfcorehdr address only through its hex digits:
@@ -1172,13 +1292,22 @@ pub fn estimate(host: &Host, payload: Option<PathBuf>) -> Result<(), Failure> {
     let ram = host.total_ram(&iomem);
     let cpus = host.cpu_count();
     println!("crashkernel={}M", needs.suggest_mib());
-    println!(
-        "  lifeboat {} ({}): init_size {}, kernel_alignment {}",
-        image.version,
-        path.display(),
-        mib(image.init_size),
-        mib(image.kernel_alignment)
-    );
+    match &image {
+        Payload::BzImage(image) => println!(
+            "  lifeboat {} ({}): init_size {}, kernel_alignment {}",
+            image.version,
+            path.display(),
+            mib(image.init_size),
+            mib(image.kernel_alignment)
+        ),
+        Payload::Arm64(a) => println!(
+            "  lifeboat {} ({}): image_size {}, text_offset {:#x}",
+            image.version(),
+            path.display(),
+            mib(a.image_size),
+            a.text_offset
+        ),
+    }
     println!(
         "  this host: {} RAM, {} CPU(s) with crash notes{}",
         mib(ram),
@@ -1189,16 +1318,31 @@ pub fn estimate(host: &Host, payload: Option<PathBuf>) -> Result<(), Failure> {
             ""
         }
     );
-    println!(
-        "  kexec_load:      {} (payload + elfcorehdr + boot_params + entry stub + alignment slack)",
-        mib(needs.kexec_load)
-    );
-    println!(
-        "  kexec_file_load: {} (payload + elfcorehdr + about {} for the kernel's purgatory and boot_params{})",
-        mib(needs.kexec_file_load),
-        mib(layout::KEXEC_FILE_OVERHEAD),
-        if host.crash_hotplug() { " + crash-hotplug room in the elfcorehdr" } else { "" }
-    );
+    match &image {
+        Payload::BzImage(_) => {
+            println!(
+                "  kexec_load:      {} (payload + elfcorehdr + boot_params + entry stub + alignment slack)",
+                mib(needs.kexec_load)
+            );
+            println!(
+                "  kexec_file_load: {} (payload + elfcorehdr + about {} for the kernel's purgatory and boot_params{})",
+                mib(needs.kexec_file_load),
+                mib(layout::KEXEC_FILE_OVERHEAD),
+                if host.crash_hotplug() { " + crash-hotplug room in the elfcorehdr" } else { "" }
+            );
+        }
+        Payload::Arm64(_) => {
+            println!(
+                "  kexec_load:      {} (Image + elfcorehdr + device tree + entry trampoline)",
+                mib(needs.kexec_load)
+            );
+            println!(
+                "  kexec_file_load: {} (Image, then the device tree at the next 2 MiB boundary, then the elfcorehdr{})",
+                mib(needs.kexec_file_load),
+                if host.crash_hotplug() { " with crash-hotplug room" } else { "" }
+            );
+        }
+    }
     println!("  a Linux capture kernel here:");
     let show = |name: &str, spec: &str| match layout::eval_crashkernel(spec, ram) {
         Some(0) => println!("    {name:<28} crashkernel={spec} -> none at this RAM size"),
@@ -1207,11 +1351,18 @@ pub fn estimate(host: &Host, payload: Option<PathBuf>) -> Result<(), Failure> {
     };
     show("Debian kdump-tools default", layout::DEBIAN_KDUMP_TOOLS);
     show("RHEL/Fedora default", layout::RHEL_FEDORA);
-    println!(
-        "    note: the smallest reservation that worked for Debian 12's own kernel as capture kernel was {}M \
-         (QEMU x86_64, 1 and 4 GiB guests)",
-        layout::DEBIAN_MEASURED_MIN_MIB
-    );
+    match image {
+        Payload::BzImage(_) => println!(
+            "    note: the smallest reservation that worked for Debian 12's own kernel as capture kernel was {}M \
+             (QEMU x86_64, 1 and 4 GiB guests)",
+            layout::DEBIAN_MEASURED_MIN_MIB
+        ),
+        Payload::Arm64(_) => println!(
+            "    note: the smallest reservation that worked for Debian 12's own kernel as capture kernel was {}M \
+             (QEMU aarch64 virt, 1 GiB guest)",
+            layout::DEBIAN_MEASURED_MIN_MIB_ARM64
+        ),
+    }
     match find_reservation(&iomem, host.crash_size()) {
         Some(r) => println!("  current reservation: {}", mib(r.size)),
         None => println!("  current reservation: none"),
@@ -1460,6 +1611,27 @@ eth1\t0001A8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         let (w, _) = prepare_sinks(words("lifeboat.sink=tape"), &host, false, false).unwrap();
         assert_eq!(w, words("lifeboat.sink=tape"));
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn wrong_arch_images_are_refused_by_name() {
+        let m = Failure::NotLifeboatImage {
+            path: PathBuf::from("/boot/Image"),
+            why: PayloadError::WrongArch { image: Arch::Aarch64, host: Arch::X86_64 },
+        }
+        .to_string();
+        assert!(m.starts_with("/boot/Image is not a lifeboat image for this machine: it is an arm64 Image and this machine is x86_64; use the"), "{m}");
+        // The x86 message for a bad bzImage is what it was.
+        let m = Failure::NotLifeboatImage {
+            path: PathBuf::from("/bin/busybox"),
+            why: PayloadError::BzImage(crate::bzimage::ImageError::NotBzImage),
+        }
+        .to_string();
+        assert_eq!(
+            m,
+            "/bin/busybox is not a lifeboat image: no x86 boot-protocol header (\"HdrS\" at 0x202, 0xAA55 at 0x1FE); \
+             use the bzImage built by `cargo xtask build` (target/lifeboat/x86_64/bzImage) or installed at /usr/lib/lifeboat/bzImage"
+        );
     }
 
     /// The whole kexec_load plan for the test guest: four page-aligned, disjoint segments

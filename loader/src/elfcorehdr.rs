@@ -4,8 +4,19 @@
 //! Conventions (project reference §3, the same as Linux `crash_prepare_elf64_headers()` and
 //! kexec-tools `crash_create_elf64_headers()`): `p_offset` is a **physical address**; one
 //! `PT_NOTE` per CPU (`p_offset = p_paddr` = the CPU's `crash_notes`, size an upper bound),
-//! one `PT_NOTE` for VMCOREINFO, one `PT_LOAD` per RAM range with `p_offset = p_paddr`,
-//! `p_vaddr = PAGE_OFFSET + paddr`, `p_flags = RWX`, `p_align = 0`.
+//! one `PT_NOTE` for VMCOREINFO, then (arm64) one `PT_LOAD` for the kernel image mapping, then
+//! one `PT_LOAD` per RAM range with `p_offset = p_paddr`, `p_vaddr` = the range's linear-map
+//! address (`paddr + linear_offset`: x86_64 `PAGE_OFFSET`, arm64 `PAGE_OFFSET - PHYS_OFFSET`),
+//! or 0 where that is unknown, `p_flags = RWX`, `p_align = 0`.
+//!
+//! What differs between machines is data, not code: `e_machine`, whether there is a
+//! kernel-text segment ([`KernelText`], from `/proc/iomem` "Kernel code" .. "Kernel data" and
+//! `/proc/kallsyms`; x86 leaves it out, as lifeboat always has), and the linear offset. A
+//! `p_vaddr` of 0 is harmless to the tools that read the dump: makedumpfile and crash take
+//! arm64's `PHYS_OFFSET`, `kimage_voffset` and `VA_BITS` from VMCOREINFO (makedumpfile
+//! `arm64.c` falls back to the `PT_LOAD`s only without them), and the capture kernel translates
+//! with VMCOREINFO too; only the kernel-text segment needs its real `p_vaddr`, which is how
+//! it is told apart from RAM (`lifeboat_capture::elfcore::is_kernel_text`).
 //!
 //! Unlike kexec-tools there is no backup copy of the first 640 KiB: lifeboat never writes
 //! outside its own image, so low memory is dumped where it is. Ranges keep their exact byte
@@ -19,7 +30,7 @@ use std::fmt;
 // builds is what the capture kernel accepts.
 pub use lifeboat_capture::elfcore::MAX_PHNUM;
 use lifeboat_capture::elfcore::{
-    EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_CORE, EV_CURRENT, PHDR_SIZE, PT_LOAD, PT_NOTE,
+    EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, ET_CORE, EV_CURRENT, PHDR_SIZE, PT_LOAD, PT_NOTE,
 };
 const PF_RWX: u32 = 7;
 /// Note size assumed when `crash_notes_size` is missing (kexec-tools `MAX_NOTE_BYTES`).
@@ -32,17 +43,29 @@ pub struct NoteBuf {
     pub size: u64,
 }
 
+/// The running kernel's image: where it is and where it is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelText {
+    pub paddr: u64,
+    pub vaddr: u64,
+    pub size: u64,
+}
+
 /// Everything the header describes.
 #[derive(Clone, Debug)]
 pub struct CoreLayout {
+    /// `e_machine` (`EM_X86_64`, `EM_AARCH64`).
+    pub machine: u16,
     /// Per-CPU `crash_notes`, in CPU order.
     pub cpu_notes: Vec<NoteBuf>,
     /// The VMCOREINFO note, if the kernel exports it.
     pub vmcoreinfo: Option<NoteBuf>,
+    /// A `PT_LOAD` for the kernel image mapping, after the notes.
+    pub kernel_text: Option<KernelText>,
     /// RAM to dump: System RAM minus the crash reservation, sorted, disjoint.
     pub ram: Vec<Range>,
-    /// The crashed kernel's direct-map base (`p_vaddr = page_offset + paddr`).
-    pub page_offset: u64,
+    /// `p_vaddr = paddr + linear_offset` (wrapping) for RAM; `None`: `p_vaddr = 0`.
+    pub linear_offset: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +97,10 @@ impl fmt::Display for ElfCoreBuildError {
 impl CoreLayout {
     /// Number of program headers.
     pub fn phnum(&self) -> usize {
-        self.cpu_notes.len() + usize::from(self.vmcoreinfo.is_some()) + self.ram.len()
+        self.cpu_notes.len()
+            + usize::from(self.vmcoreinfo.is_some())
+            + usize::from(self.kernel_text.is_some())
+            + self.ram.len()
     }
 
     /// Size of the header in bytes (before page alignment).
@@ -100,7 +126,7 @@ impl CoreLayout {
         b.extend_from_slice(&[ELFCLASS64, ELFDATA2LSB, EV_CURRENT, 0]); // ELFOSABI_NONE
         b.extend_from_slice(&[0; 8]);
         b.extend_from_slice(&ET_CORE.to_le_bytes());
-        b.extend_from_slice(&EM_X86_64.to_le_bytes());
+        b.extend_from_slice(&self.machine.to_le_bytes());
         b.extend_from_slice(&1u32.to_le_bytes()); // e_version
         b.extend_from_slice(&0u64.to_le_bytes()); // e_entry
         b.extend_from_slice(&(EHDR_SIZE as u64).to_le_bytes()); // e_phoff
@@ -114,18 +140,57 @@ impl CoreLayout {
         for n in self.cpu_notes.iter().chain(self.vmcoreinfo.iter()) {
             phdr(&mut b, PT_NOTE, 0, n.addr, 0, n.size);
         }
+        if let Some(t) = self.kernel_text {
+            phdr(&mut b, PT_LOAD, PF_RWX, t.paddr, t.vaddr, t.size);
+        }
         for r in &self.ram {
-            phdr(
-                &mut b,
-                PT_LOAD,
-                PF_RWX,
-                r.start,
-                self.page_offset.wrapping_add(r.start),
-                r.len(),
-            );
+            let vaddr = self.linear_offset.map_or(0, |o| o.wrapping_add(r.start));
+            phdr(&mut b, PT_LOAD, PF_RWX, r.start, vaddr, r.len());
         }
         Ok(b)
     }
+}
+
+/// arm64: the kernel-text segment, without the `_text` symbol (not in `/proc/kallsyms` unless
+/// CONFIG_KALLSYMS_ALL: it lies before `_stext`, outside the text range kallsyms keeps; Debian's
+/// arm64 kernel lacks it, and kexec-tools then writes a garbage header).
+///
+/// `/proc/iomem` "Kernel code" is `[__pa_symbol(_stext), __pa_symbol(__init_begin))` in Linux
+/// 6.1 (`arch/arm64/kernel/setup.c request_standard_resources()`); later kernels start it at
+/// `_text` instead. Both end at `__init_begin`, so with `__init_begin`'s address the start's
+/// virtual address is `__init_begin - len(Kernel code)` in either layout, checked against
+/// `_stext` (the start is `_stext` or a little below it). Without `__init_begin` the 6.1
+/// layout is assumed. The segment runs to the end of "Kernel data" (`_end`), as kexec-tools'.
+pub fn arm64_kernel_text(
+    code: Range,
+    data_end: u64,
+    stext: Option<u64>,
+    init_begin: Option<u64>,
+) -> Result<KernelText, String> {
+    let stext = stext.ok_or("_stext is not in /proc/kallsyms (not root, or kptr_restrict=2?)")?;
+    let vaddr = match init_begin {
+        Some(ib) => {
+            let v = ib.wrapping_sub(code.len());
+            // _text .. _stext is the head text: at most 2 MiB.
+            if v > stext || stext - v >= 2 << 20 {
+                return Err(format!(
+                    "/proc/iomem \"Kernel code\" ({} bytes) does not match /proc/kallsyms \
+                     (_stext {stext:#x}, __init_begin {ib:#x})",
+                    code.len()
+                ));
+            }
+            v
+        }
+        None => stext,
+    };
+    if !lifeboat_capture::elfcore::is_kernel_text(lifeboat_capture::elfcore::EM_AARCH64, vaddr) {
+        return Err(format!("_stext {stext:#x} is not a kernel-image address"));
+    }
+    Ok(KernelText {
+        paddr: code.start,
+        vaddr,
+        size: data_end - code.start,
+    })
 }
 
 /// Appends one `Elf64_Phdr` with `p_offset = p_paddr = paddr`, `p_filesz = p_memsz = size`.
@@ -196,6 +261,8 @@ mod tests {
         let ram = dumpable_ram(&iomem);
         let page_offset = 0xffff_9a40_0000_0000;
         let layout = CoreLayout {
+            machine: lifeboat_capture::elfcore::EM_X86_64,
+            kernel_text: None,
             cpu_notes: vec![
                 NoteBuf {
                     addr: 0x3f61_c0e0,
@@ -211,7 +278,7 @@ mod tests {
                 size: 0x1024,
             }),
             ram: ram.clone(),
-            page_offset,
+            linear_offset: Some(page_offset),
         };
         let hdr = layout.build().unwrap();
         assert_eq!(hdr.len(), layout.size());
@@ -256,8 +323,48 @@ mod tests {
     }
 
     #[test]
+    fn arm64_kernel_text_without_text_symbol() {
+        let code = Range {
+            start: 0x4021_0000,
+            end: 0x409d_0000,
+        };
+        let stext = 0xffff_8000_0801_0000;
+        // Linux 6.1: "Kernel code" starts at _stext.
+        let t =
+            arm64_kernel_text(code, 0x40dc_0000, Some(stext), Some(stext + code.len())).unwrap();
+        assert_eq!(
+            t,
+            KernelText {
+                paddr: 0x4021_0000,
+                vaddr: stext,
+                size: 0x40dc_0000 - 0x4021_0000
+            }
+        );
+        assert_eq!(
+            arm64_kernel_text(code, 0x40dc_0000, Some(stext), None)
+                .unwrap()
+                .vaddr,
+            stext
+        );
+        // A kernel whose "Kernel code" starts at _text, 64 KiB below _stext.
+        let code2 = Range {
+            start: 0x4020_0000,
+            end: 0x409d_0000,
+        };
+        let t =
+            arm64_kernel_text(code2, 0x40dc_0000, Some(stext), Some(stext + code.len())).unwrap();
+        assert_eq!((t.paddr, t.vaddr), (0x4020_0000, stext - 0x1_0000));
+        // Inconsistent or missing symbols: no segment.
+        assert!(arm64_kernel_text(code, 0x40dc_0000, Some(stext), Some(stext + 0x1000)).is_err());
+        assert!(arm64_kernel_text(code, 0x40dc_0000, None, None).is_err());
+        assert!(arm64_kernel_text(code, 0x40dc_0000, Some(0xffff_0000_1000_0000), None).is_err());
+    }
+
+    #[test]
     fn refuses_headers_the_capture_kernel_could_not_use() {
         let base = CoreLayout {
+            machine: lifeboat_capture::elfcore::EM_X86_64,
+            kernel_text: None,
             cpu_notes: vec![NoteBuf {
                 addr: 0x1000,
                 size: 0x100,
@@ -267,7 +374,7 @@ mod tests {
                 start: 0x10_0000,
                 end: 0x20_0000,
             }],
-            page_offset: 0,
+            linear_offset: Some(0),
         };
         assert!(base.build().is_ok());
         let mut l = base.clone();

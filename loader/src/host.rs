@@ -159,6 +159,18 @@ impl Host {
 
     /// `PAGE_OFFSET` from `/proc/kcore`.
     pub fn page_offset(&self, ram: &[Range]) -> Result<u64, String> {
+        sysfs::page_offset_from_kcore(&self.kcore_phdrs()?, ram)
+            .ok_or_else(|| "no direct-map PT_LOAD at a RAM start in /proc/kcore".into())
+    }
+
+    /// arm64: the linear map's offset (`PAGE_OFFSET - PHYS_OFFSET`) from `/proc/kcore`.
+    pub fn linear_offset_arm64(&self, ram: &[Range]) -> Result<u64, String> {
+        sysfs::linear_offset_from_kcore_arm64(&self.kcore_phdrs()?, ram)
+            .ok_or_else(|| "no linear-map PT_LOAD at a RAM start in /proc/kcore".into())
+    }
+
+    /// `/proc/kcore`'s program header table.
+    fn kcore_phdrs(&self) -> Result<Vec<u8>, String> {
         use std::os::unix::fs::FileExt;
         let path = self.path("/proc/kcore");
         let f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -170,8 +182,17 @@ impl Host {
         let mut phdrs = vec![0u8; usize::from(phnum) * 56];
         f.read_exact_at(&mut phdrs, phoff)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        sysfs::page_offset_from_kcore(&phdrs, ram)
-            .ok_or_else(|| "no direct-map PT_LOAD at a RAM start in /proc/kcore".into())
+        Ok(phdrs)
+    }
+
+    /// `/proc/kallsyms`, or an empty text when it cannot be read.
+    pub fn kallsyms(&self) -> String {
+        self.read("/proc/kallsyms").unwrap_or_default()
+    }
+
+    /// The device tree the running kernel booted with (`/sys/firmware/fdt`, root only).
+    pub fn boot_fdt(&self) -> io::Result<Vec<u8>> {
+        std::fs::read(self.path("/sys/firmware/fdt"))
     }
 
     /// ACPI, NVS and reserved ranges: `/sys/firmware/memmap` if present, else `/proc/iomem`.
@@ -242,6 +263,13 @@ impl Host {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The running kernel's page size (kexec segments must be aligned to it).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 only for an unknown name.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n >= 4096).unwrap_or(4096)
 }
 
 /// The directory of the running executable.

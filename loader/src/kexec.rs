@@ -9,13 +9,28 @@
 //!   prepends `elfcorehdr=0x… ` to the command line.
 //! - `kexec_load(entry, nr_segments, segments, flags)` with `struct kexec_segment { const void
 //!   *buf; size_t bufsz; const void *mem; size_t memsz; }`; flags `KEXEC_ON_CRASH` 1 |
-//!   `KEXEC_ARCH_X86_64` (62 << 16). `nr_segments` 0 unloads.
+//!   `KEXEC_ARCH_X86_64` (62 << 16) or `KEXEC_ARCH_AARCH64` (183 << 16), the machine's own
+//!   ([`crate::arch::Arch::kexec_arch_flag`]). `nr_segments` 0 unloads.
+//! - System call numbers: x86_64 `kexec_load` 246, `kexec_file_load` 320 (the `libc` crate's);
+//!   arm64 104 and 294 (`include/uapi/asm-generic/unistd.h`; musl's `libc` bindings lack
+//!   `SYS_kexec_file_load` on aarch64).
 //! - Both check `CAP_SYS_BOOT` (EPERM) first, then (kexec_load) lockdown (EPERM), then the
 //!   flags (EINVAL): [`probe`] uses an undefined flag bit to learn "missing / not permitted /
 //!   present" without loading anything.
 
 use std::fmt;
 use std::os::fd::AsRawFd;
+
+use crate::arch::Arch;
+
+#[cfg(target_arch = "x86_64")]
+const SYS_KEXEC_LOAD: libc::c_long = libc::SYS_kexec_load;
+#[cfg(target_arch = "x86_64")]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = libc::SYS_kexec_file_load;
+#[cfg(target_arch = "aarch64")]
+const SYS_KEXEC_LOAD: libc::c_long = 104;
+#[cfg(target_arch = "aarch64")]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = 294;
 
 /// Which system call loads the capture kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +72,7 @@ pub const KEXEC_FILE_UNLOAD: u32 = 1;
 pub const KEXEC_FILE_ON_CRASH: u32 = 2;
 pub const KEXEC_FILE_NO_INITRAMFS: u32 = 4;
 pub const KEXEC_ON_CRASH: u64 = 1;
-pub const KEXEC_ARCH_X86_64: u64 = 62 << 16;
+pub use crate::arch::{KEXEC_ARCH_AARCH64, KEXEC_ARCH_X86_64};
 
 /// `struct kexec_segment`.
 #[repr(C)]
@@ -137,16 +152,25 @@ impl fmt::Display for KexecError {
             KexecError::SignatureRejected(sc, e) => write!(
                 f,
                 "{} refused the image: {} (the kernel enforces kexec signatures: \
-                 CONFIG_KEXEC_SIG_FORCE, lockdown or Secure Boot); lifeboat's bzImage is not signed",
+                 CONFIG_KEXEC_SIG_FORCE, lockdown or Secure Boot); lifeboat's {} is not signed",
                 sc.name(),
-                strerror(e)
+                strerror(e),
+                Arch::HOST.payload_file()
             ),
-            KexecError::NotExecutable(sc) => write!(
-                f,
-                "{}: the kernel does not accept this image (ENOEXEC): is it built for this architecture \
-                 (XLF_5LEVEL is required when the kernel uses 5-level paging)?",
-                sc.name()
-            ),
+            KexecError::NotExecutable(sc) => match Arch::HOST {
+                Arch::X86_64 => write!(
+                    f,
+                    "{}: the kernel does not accept this image (ENOEXEC): is it built for this architecture \
+                     (XLF_5LEVEL is required when the kernel uses 5-level paging)?",
+                    sc.name()
+                ),
+                Arch::Aarch64 => write!(
+                    f,
+                    "{}: the kernel does not accept this image (ENOEXEC): is it an arm64 Image for a page \
+                     size this CPU supports?",
+                    sc.name()
+                ),
+            },
             KexecError::NoRoom(sc, e) => write!(
                 f,
                 "{}: the capture kernel does not fit the crash reservation ({}): run `lifeboat estimate` \
@@ -184,7 +208,7 @@ pub fn probe(sc: Syscall) -> Probe {
     let r = unsafe {
         match sc {
             Syscall::KexecFileLoad => libc::syscall(
-                libc::SYS_kexec_file_load,
+                SYS_KEXEC_FILE_LOAD,
                 NO_FD,
                 NO_FD,
                 0usize,
@@ -192,7 +216,7 @@ pub fn probe(sc: Syscall) -> Probe {
                 1u64 << 30,
             ),
             Syscall::KexecLoad => libc::syscall(
-                libc::SYS_kexec_load,
+                SYS_KEXEC_LOAD,
                 0u64,
                 0usize,
                 std::ptr::null::<u8>(),
@@ -216,7 +240,7 @@ pub fn load_file(kernel: &std::fs::File, cmdline: &str) -> Result<(), KexecError
     // kernel copies it and reads the image through the fd.
     let r = unsafe {
         libc::syscall(
-            libc::SYS_kexec_file_load,
+            SYS_KEXEC_FILE_LOAD,
             libc::c_long::from(kernel.as_raw_fd()),
             NO_FD,
             len,
@@ -231,7 +255,7 @@ pub fn load_file(kernel: &std::fs::File, cmdline: &str) -> Result<(), KexecError
     }
 }
 
-/// `kexec_load(entry, n, segments, KEXEC_ON_CRASH | KEXEC_ARCH_X86_64)`.
+/// `kexec_load(entry, n, segments, KEXEC_ON_CRASH | KEXEC_ARCH_<this machine>)`.
 pub fn load_segments(entry: u64, segments: &[Segment]) -> Result<(), KexecError> {
     let sc = Syscall::KexecLoad;
     let raw: Vec<KexecSegment> = segments
@@ -247,11 +271,11 @@ pub fn load_segments(entry: u64, segments: &[Segment]) -> Result<(), KexecError>
     // copies `bufsz` bytes from each `buf`.
     let r = unsafe {
         libc::syscall(
-            libc::SYS_kexec_load,
+            SYS_KEXEC_LOAD,
             entry,
             raw.len(),
             raw.as_ptr(),
-            KEXEC_ON_CRASH | KEXEC_ARCH_X86_64,
+            KEXEC_ON_CRASH | Arch::HOST.kexec_arch_flag(),
         )
     };
     if r == 0 {
@@ -267,7 +291,7 @@ pub fn unload(sc: Syscall) -> Result<(), KexecError> {
     let r = unsafe {
         match sc {
             Syscall::KexecFileLoad => libc::syscall(
-                libc::SYS_kexec_file_load,
+                SYS_KEXEC_FILE_LOAD,
                 NO_FD,
                 NO_FD,
                 0usize,
@@ -275,11 +299,11 @@ pub fn unload(sc: Syscall) -> Result<(), KexecError> {
                 u64::from(KEXEC_FILE_UNLOAD | KEXEC_FILE_ON_CRASH),
             ),
             Syscall::KexecLoad => libc::syscall(
-                libc::SYS_kexec_load,
+                SYS_KEXEC_LOAD,
                 0u64,
                 0usize,
                 std::ptr::null::<u8>(),
-                KEXEC_ON_CRASH | KEXEC_ARCH_X86_64,
+                KEXEC_ON_CRASH | Arch::HOST.kexec_arch_flag(),
             ),
         }
     };

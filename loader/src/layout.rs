@@ -160,6 +160,140 @@ pub fn kexec_file_load_need(s: &Sizes, crash_hotplug: bool) -> u64 {
         + s.payload_memsz
 }
 
+// ---- arm64 ----
+//
+// The Image goes at a 2 MiB-aligned base + `text_offset` (booting.rst; the same rule as Linux's
+// kexec_file `image_load()` and kexec-tools' `arm64_locate_kernel_segment()`), `image_size`
+// bytes. The elfcorehdr, the DTB and the entry trampoline follow it, each page-aligned (the
+// kernel's page size: segments must be page-aligned, `sanity_check_segment_list()`), the DTB
+// moved up to the next 2 MiB boundary if it would cross one (booting.rst: the DTB is mapped
+// with blocks of up to 2 MiB). When the reservation does not start 2 MiB-aligned the small
+// segments may fit below the Image instead; the order that ends lower wins. Linux reserves
+// arm64 crash memory 2 MiB-aligned (`CRASH_ALIGN`), so in practice the Image is at the bottom.
+
+/// arm64 Image load alignment (`MIN_KIMG_ALIGN`).
+pub const ARM64_KIMAGE_ALIGN: u64 = 2 << 20;
+/// kexec_file's alignment for the arm64 elfcorehdr (`SZ_64K`, the largest page size).
+pub const ARM64_FILE_ELFCOREHDR_ALIGN: u64 = 64 << 10;
+/// DTB size assumed by `estimate` when `/sys/firmware/fdt` cannot be read (not root).
+pub const ARM64_DTB_ESTIMATE: u64 = 64 << 10;
+
+/// What has to fit on arm64.
+#[derive(Clone, Copy, Debug)]
+pub struct Arm64Sizes {
+    pub text_offset: u64,
+    /// `image_size` rounded up to `page`.
+    pub image_memsz: u64,
+    pub elfcorehdr: u64,
+    pub dtb: u64,
+    /// The running kernel's page size.
+    pub page: u64,
+}
+
+/// Physical addresses of the four arm64 segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arm64Placement {
+    /// The Image's load address (2 MiB-aligned base + text_offset).
+    pub image: u64,
+    pub elfcorehdr: u64,
+    pub dtb: u64,
+    pub trampoline: u64,
+    /// One past the highest byte used.
+    pub end: u64,
+}
+
+impl Arm64Sizes {
+    pub fn elfcorehdr_memsz(&self) -> u64 {
+        align_up(self.elfcorehdr, self.page)
+    }
+    pub fn dtb_memsz(&self) -> u64 {
+        align_up(self.dtb, self.page)
+    }
+    /// Where the DTB goes at or after `at`: page-aligned, not crossing a 2 MiB boundary.
+    fn dtb_at(&self, at: u64) -> u64 {
+        let at = align_up(at, self.page);
+        if self.dtb > 0 && at / ARM64_KIMAGE_ALIGN != (at + self.dtb - 1) / ARM64_KIMAGE_ALIGN {
+            align_up(at, ARM64_KIMAGE_ALIGN)
+        } else {
+            at
+        }
+    }
+    /// elfcorehdr, DTB, trampoline from `at`: (elfcorehdr, dtb, trampoline, end).
+    fn small_from(&self, at: u64) -> (u64, u64, u64, u64) {
+        let elfcorehdr = align_up(at, self.page);
+        let dtb = self.dtb_at(elfcorehdr + self.elfcorehdr_memsz());
+        let trampoline = dtb + self.dtb_memsz();
+        (elfcorehdr, dtb, trampoline, trampoline + self.page)
+    }
+}
+
+/// Places the arm64 segments inside `reservation`.
+pub fn place_arm64(reservation: Range, s: &Arm64Sizes) -> Result<Arm64Placement, TooSmall> {
+    // The Image first, the small segments above it.
+    let image_first = {
+        let image = align_up(reservation.start, ARM64_KIMAGE_ALIGN) + s.text_offset;
+        let (elfcorehdr, dtb, trampoline, end) = s.small_from(image + s.image_memsz);
+        Arm64Placement {
+            image,
+            elfcorehdr,
+            dtb,
+            trampoline,
+            end,
+        }
+    };
+    // The small segments first, the Image at the next base above them.
+    let small_first = {
+        let (elfcorehdr, dtb, trampoline, small_end) = s.small_from(reservation.start);
+        let base = align_up(small_end.saturating_sub(s.text_offset), ARM64_KIMAGE_ALIGN);
+        let image = base + s.text_offset;
+        Arm64Placement {
+            image,
+            elfcorehdr,
+            dtb,
+            trampoline,
+            end: image + s.image_memsz,
+        }
+    };
+    let best = if image_first.end <= small_first.end {
+        image_first
+    } else {
+        small_first
+    };
+    if best.end <= reservation.end {
+        Ok(best)
+    } else {
+        Err(TooSmall {
+            need: best.end - reservation.start,
+            have: reservation.len(),
+        })
+    }
+}
+
+/// Bytes an arm64 reservation needs for `kexec_load` (it starts 2 MiB-aligned on arm64).
+pub fn arm64_kexec_load_need(s: &Arm64Sizes) -> u64 {
+    let all = Range {
+        start: 0,
+        end: u64::MAX,
+    };
+    place_arm64(all, s).map_or(u64::MAX, |p| p.end)
+}
+
+/// Bytes an arm64 reservation needs for `kexec_file_load` (estimated: the kernel lays it out).
+/// Linux puts the Image at the bottom, then everything else above its end, top-down: the DTB
+/// 2 MiB-aligned, the elfcorehdr 64 KiB-aligned (`arch/arm64/kernel/machine_kexec_file.c
+/// load_other_segments()`); arm64 has no purgatory. Generous: the elfcorehdr is counted above
+/// the DTB, though it often fits below.
+pub fn arm64_kexec_file_load_need(s: &Arm64Sizes, crash_hotplug: bool) -> u64 {
+    let hotplug = if crash_hotplug {
+        HOTPLUG_MAX_MEMORY_RANGES * 56
+    } else {
+        0
+    };
+    align_up(s.text_offset + s.image_memsz, ARM64_KIMAGE_ALIGN)
+        + align_up(s.dtb, s.page)
+        + align_up(s.elfcorehdr + hotplug, ARM64_FILE_ELFCOREHDR_ALIGN)
+}
+
 /// Rounds a byte count up to whole MiB (the `crashkernel=` unit lifeboat suggests).
 pub fn mib_up(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)
@@ -198,6 +332,8 @@ pub const RHEL_FEDORA: &str = "1G-4G:192M,4G-64G:256M,64G-:512M";
 /// Smallest reservation that worked for Debian's own kernel as capture kernel (QEMU x86_64,
 /// 1 and 4 GiB guests; /work/shared/reference/measured-baselines.md).
 pub const DEBIAN_MEASURED_MIN_MIB: u64 = 80;
+/// The same on arm64 (QEMU `virt`, 1 GiB guest; measured-baselines.md).
+pub const DEBIAN_MEASURED_MIN_MIB_ARM64: u64 = 64;
 
 #[cfg(test)]
 mod tests {
@@ -297,6 +433,111 @@ mod tests {
         assert_eq!(mib_up(kexec_file_load_need(&SIZES, false)), 3);
         assert_eq!(mib_up(kexec_file_load_need(&SIZES, true)), 4);
         assert_eq!(mib_up(1 << 20), 1);
+    }
+
+    const ARM64: Arm64Sizes = Arm64Sizes {
+        text_offset: 0,
+        image_memsz: 0x61000,
+        elfcorehdr: 64 + 5 * 56,
+        dtb: 0x1a00,
+        page: 0x1000,
+    };
+
+    #[test]
+    fn arm64_places_the_image_at_a_2m_base_and_the_rest_above() {
+        let res = Range {
+            start: 0xbc00_0000,
+            end: 0xc000_0000,
+        };
+        let p = place_arm64(res, &ARM64).unwrap();
+        assert_eq!(
+            p,
+            Arm64Placement {
+                image: 0xbc00_0000,
+                elfcorehdr: 0xbc06_1000,
+                dtb: 0xbc06_2000,
+                trampoline: 0xbc06_4000,
+                end: 0xbc06_5000
+            }
+        );
+        assert_eq!(arm64_kexec_load_need(&ARM64), 0x65000);
+        // text_offset 0x80000 (older Linux Images), 64 KiB pages: the small segments use the
+        // gap below the Image.
+        let s = Arm64Sizes {
+            text_offset: 0x8_0000,
+            page: 0x1_0000,
+            image_memsz: 0x7_0000,
+            ..ARM64
+        };
+        let p = place_arm64(res, &s).unwrap();
+        assert_eq!(
+            (p.image, p.elfcorehdr, p.dtb, p.trampoline, p.end),
+            (
+                0xbc08_0000,
+                0xbc00_0000,
+                0xbc01_0000,
+                0xbc02_0000,
+                0xbc0f_0000
+            )
+        );
+        assert!([p.image, p.elfcorehdr, p.dtb, p.trampoline]
+            .iter()
+            .all(|a| a % 0x1_0000 == 0));
+        // Too small: the exact need is reported.
+        let small = Range {
+            start: 0xbc00_0000,
+            end: 0xbc06_4000,
+        };
+        assert_eq!(
+            place_arm64(small, &ARM64).unwrap_err(),
+            TooSmall {
+                need: 0x65000,
+                have: 0x64000
+            }
+        );
+    }
+
+    #[test]
+    fn arm64_dtb_never_crosses_2m() {
+        // An Image ending just below a 2 MiB boundary: the DTB would straddle it.
+        let s = Arm64Sizes {
+            image_memsz: 0x1f_d000,
+            dtb: 0x3000,
+            ..ARM64
+        };
+        let p = place_arm64(
+            Range {
+                start: 0x4000_0000,
+                end: 0x4100_0000,
+            },
+            &s,
+        )
+        .unwrap();
+        assert_eq!(p.elfcorehdr, 0x401f_d000);
+        assert_eq!(p.dtb, 0x4020_0000);
+        assert_eq!(p.dtb / (2 << 20), (p.dtb + s.dtb - 1) / (2 << 20));
+        // A reservation starting mid-way through a 2 MiB block: small segments below the Image.
+        let p = place_arm64(
+            Range {
+                start: 0x40f0_0000,
+                end: 0x4200_0000,
+            },
+            &ARM64,
+        )
+        .unwrap();
+        assert_eq!((p.elfcorehdr, p.image), (0x40f0_0000, 0x4100_0000));
+        assert!(p.trampoline + 0x1000 <= p.image);
+    }
+
+    #[test]
+    fn arm64_estimates() {
+        assert_eq!(mib_up(arm64_kexec_load_need(&ARM64)), 1);
+        // kexec_file: the DTB starts on the next 2 MiB boundary above the Image.
+        assert_eq!(
+            arm64_kexec_file_load_need(&ARM64, false),
+            (2 << 20) + 0x2000 + 0x1_0000
+        );
+        assert_eq!(mib_up(arm64_kexec_file_load_need(&ARM64, true)), 3);
     }
 
     #[test]

@@ -47,7 +47,14 @@ enum Command {
 
 #[derive(Args)]
 struct LoadArgs {
-    /// The capture kernel (default: /usr/lib/lifeboat/bzImage, else bzImage next to lifeboat).
+    #[cfg_attr(
+        not(target_arch = "aarch64"),
+        doc = "The capture kernel (default: /usr/lib/lifeboat/bzImage, else bzImage next to lifeboat)."
+    )]
+    #[cfg_attr(
+        target_arch = "aarch64",
+        doc = "The capture kernel (default: /usr/lib/lifeboat/Image, else Image next to lifeboat)."
+    )]
     #[arg(long, value_name = "PATH")]
     payload: Option<PathBuf>,
     /// How to load it: the kernel builds the crash header (kexec_file_load, default) or

@@ -180,6 +180,17 @@ pub fn dumpable_ram(entries: &[IomemEntry]) -> Vec<Range> {
     subtract(&ranges_of(entries, RegionKind::Ram), &crash_ranges(entries))
 }
 
+/// The running kernel's image in physical memory: the "Kernel code" range and the end of
+/// "Kernel data" (`arch/arm64/kernel/setup.c request_standard_resources()`: code from
+/// `__pa_symbol(_stext)` (`_text` in later kernels) to `__init_begin`, data from `_sdata` to
+/// `_end`). `None` unless both are there, data after code.
+pub fn kernel_image(entries: &[IomemEntry]) -> Option<(Range, u64)> {
+    let find = |n: &str| entries.iter().find(|e| e.name == n).map(|e| e.range);
+    let code = find("Kernel code")?;
+    let data = find("Kernel data")?;
+    (data.end > code.start && code.start != 0).then_some((code, data.end))
+}
+
 /// Firmware-map ranges the capture kernel should see (ACPI, NVS, reserved), from top-level
 /// iomem entries (nested "reserved" lines are claims inside RAM, not firmware ranges).
 pub fn firmware_ranges_from_iomem(entries: &[IomemEntry]) -> Vec<(Range, RegionKind)> {
@@ -239,6 +250,32 @@ fd00000000-ffffffffff : Reserved
 }
 
 #[cfg(test)]
+pub(crate) mod arm64_fixtures {
+    /// A `/proc/iomem` in the layout of a Debian 12 arm64 guest (Linux 6.1, `qemu-system-aarch64
+    /// -M virt -cpu max -m 2G -kernel vmlinuz`, DT boot, `crashkernel=64M`): top-level System
+    /// RAM with the kernel's resources and the reservation nested in it, device resources
+    /// named by their DT nodes. Written by hand from that layout (the addresses are the ones
+    /// QEMU virt and Linux's arm64 setup use, the Kernel code/data sizes made up), not printed
+    /// by a guest: the tests built on it check arithmetic on these numbers, not a real machine.
+    pub const IOMEM_VIRT_2G: &str = "\
+09000000-09000fff : pl011@9000000
+  09000000-09000fff : 9000000.pl011 pl011@9000000
+09010000-09010fff : pl031@9010000
+  09010000-09010fff : rtc-pl031
+0a003e00-0a003fff : a003e00.virtio_mmio virtio_mmio@a003e00
+10000000-3efeffff : pcie@10000000
+40000000-bfffffff : System RAM
+  40210000-409cffff : Kernel code
+  409d0000-40b2ffff : reserved
+  40b30000-40dbffff : Kernel data
+  48000000-4820ffff : reserved
+  bc000000-bfffffff : Crash kernel
+4010000000-401fffffff : PCI ECAM
+8000000000-ffffffffff : pcie@10000000
+";
+}
+
+#[cfg(test)]
 mod tests {
     use super::fixtures::IOMEM_QEMU_1G;
     use super::*;
@@ -289,6 +326,25 @@ mod tests {
             (r(0xfd_0000_0000, 0x100_0000_0000), RegionKind::Reserved)
         );
         assert!(fw.iter().all(|(_, k)| *k == RegionKind::Reserved));
+    }
+
+    #[test]
+    fn arm64_iomem() {
+        let e = parse_iomem(super::arm64_fixtures::IOMEM_VIRT_2G);
+        assert_eq!(crash_ranges(&e), vec![r(0xbc00_0000, 0xc000_0000)]);
+        assert_eq!(dumpable_ram(&e), vec![r(0x4000_0000, 0xbc00_0000)]);
+        assert_eq!(
+            kernel_image(&e),
+            Some((r(0x4021_0000, 0x409d_0000), 0x40dc_0000))
+        );
+        assert_eq!(
+            kernel_image(&parse_iomem(IOMEM_QEMU_1G)).map(|k| k.1),
+            Some(0x13a4_5e00)
+        );
+        assert_eq!(
+            kernel_image(&parse_iomem("40000000-bfffffff : System RAM\n")),
+            None
+        );
     }
 
     #[test]

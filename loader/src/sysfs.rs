@@ -13,7 +13,10 @@
 //!   `acpi_rsdp_addr` is the u64 at 0x070.
 //! - `/sys/firmware/efi/systab`: `"ACPI20=0x…"` / `"ACPI=0x…"` lines.
 //! - `/proc/kcore`: an ELF64 core whose `PT_LOAD`s map the direct map; for RAM, `p_paddr` is
-//!   the physical address (`fs/proc/kcore.c`), so `p_vaddr - p_paddr` is `PAGE_OFFSET`.
+//!   the physical address (`fs/proc/kcore.c`), so `p_vaddr - p_paddr` is `PAGE_OFFSET`
+//!   (x86_64) or `PAGE_OFFSET - PHYS_OFFSET` (arm64, the linear map).
+//! - `/proc/kallsyms`: `"%px %c %s\n"` (plus `\t[module]` for modules); addresses read as 0
+//!   when `kptr_restrict` hides them (`kernel/kallsyms.c`).
 
 use crate::memmap::Range;
 
@@ -117,9 +120,112 @@ pub fn page_offset_from_kcore(phdrs: &[u8], ram: &[Range]) -> Option<u64> {
     })
 }
 
+/// arm64: the linear map's offset (`p_vaddr - p_paddr`) from `/proc/kcore`'s program headers.
+///
+/// Every `KCORE_RAM` segment has `p_paddr = __pa(vaddr)`; so does the `KCORE_TEXT` one
+/// (`__pa_symbol(_text)`), with another offset, and vmalloc/vmemmap ones have `p_paddr = -1`.
+/// Candidates are `PT_LOAD`s in the kernel half (at or above 0xfff0000000000000, VA_BITS ≤ 52)
+/// whose `p_paddr` is the start of a RAM range (where `KCORE_RAM` segments start); the offset
+/// most of them share wins, ties going to the lowest address (the linear map lies below the
+/// kernel image since Linux 5.4).
+pub fn linear_offset_from_kcore_arm64(phdrs: &[u8], ram: &[Range]) -> Option<u64> {
+    let mut votes: Vec<(u64, usize, u64)> = Vec::new(); // (offset, count, lowest vaddr)
+    for ph in phdrs.chunks_exact(56) {
+        let p_type = u32::from_le_bytes(ph[0..4].try_into().ok()?);
+        let vaddr = u64::from_le_bytes(ph[16..24].try_into().ok()?);
+        let paddr = u64::from_le_bytes(ph[24..32].try_into().ok()?);
+        if p_type != 1 || vaddr < 0xfff0_0000_0000_0000 || !ram.iter().any(|r| r.start == paddr) {
+            continue;
+        }
+        let off = vaddr.wrapping_sub(paddr);
+        if !off.is_multiple_of(4096) {
+            continue;
+        }
+        match votes.iter_mut().find(|v| v.0 == off) {
+            Some(v) => {
+                v.1 += 1;
+                v.2 = v.2.min(vaddr);
+            }
+            None => votes.push((off, 1, vaddr)),
+        }
+    }
+    votes
+        .into_iter()
+        .max_by_key(|&(_, count, low)| (count, std::cmp::Reverse(low)))
+        .map(|v| v.0)
+}
+
+/// The address of symbol `name` in `/proc/kallsyms` text; `None` if it is not listed or reads
+/// as 0 (hidden by `kptr_restrict`, or not root).
+pub fn kallsyms_address(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = f.next()?;
+            let _type = f.next()?;
+            (f.next()? == name && f.next().is_none())
+                .then(|| u64::from_str_radix(addr, 16).ok())
+                .flatten()
+        })
+        .filter(|&a| a != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kallsyms_symbols() {
+        let text = "ffff800008000000 t _head\nffff800008010000 T _stext\nffff8000087d0000 T __init_begin\n\
+                    ffff800000c41000 t foo_init\t[foo]\nffff800008011000 T _stext_not\n";
+        assert_eq!(
+            kallsyms_address(text, "_stext"),
+            Some(0xffff_8000_0801_0000)
+        );
+        assert_eq!(
+            kallsyms_address(text, "__init_begin"),
+            Some(0xffff_8000_087d_0000)
+        );
+        assert_eq!(kallsyms_address(text, "_text"), None);
+        assert_eq!(
+            kallsyms_address(text, "foo_init"),
+            None,
+            "module symbols are not the kernel's"
+        );
+        assert_eq!(
+            kallsyms_address("0000000000000000 T _stext\n", "_stext"),
+            None
+        );
+    }
+
+    #[test]
+    fn arm64_linear_offset_from_kcore_headers() {
+        let ram = [
+            Range {
+                start: 0x4000_0000,
+                end: 0x7c00_0000,
+            },
+            Range {
+                start: 0x8000_0000,
+                end: 0xc000_0000,
+            },
+        ];
+        let linear = 0xffff_0000_0000_0000u64.wrapping_sub(0x4000_0000);
+        // kcore order: text first, then vmalloc (paddr -1), then the RAM segments.
+        let mut phdrs = phdr(4, 0, 0);
+        phdrs.extend(phdr(1, 0xffff_8000_0800_0000, 0x8000_0000)); // _text, at a RAM start here
+        phdrs.extend(phdr(1, 0xffff_8000_0000_0000, u64::MAX));
+        phdrs.extend(phdr(1, linear.wrapping_add(0x4000_0000), 0x4000_0000));
+        phdrs.extend(phdr(1, linear.wrapping_add(0x8000_0000), 0x8000_0000));
+        assert_eq!(linear_offset_from_kcore_arm64(&phdrs, &ram), Some(linear));
+        // Only the text segment matches a RAM start: a tie of one, the lower address wins,
+        // which is what the two-candidate case above would also pick.
+        assert_eq!(
+            linear_offset_from_kcore_arm64(&phdrs[..3 * 56], &ram),
+            Some(0xffff_8000_0800_0000u64.wrapping_sub(0x8000_0000))
+        );
+        assert_eq!(linear_offset_from_kcore_arm64(&phdrs[..56], &ram), None);
+    }
 
     #[test]
     fn numbers() {

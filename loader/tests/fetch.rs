@@ -84,6 +84,8 @@ fn machine() -> (Mem, ElfCoreHeader) {
     );
     vmci.resize(4096, 0);
     let layout = CoreLayout {
+        machine: lifeboat_capture::elfcore::EM_X86_64,
+        kernel_text: None,
         cpu_notes: vec![NoteBuf {
             addr: NOTES,
             size: 1024,
@@ -93,7 +95,7 @@ fn machine() -> (Mem, ElfCoreHeader) {
             size: 4096,
         }),
         ram: vec![ram],
-        page_offset: 0xffff_8880_0000_0000,
+        linear_offset: Some(0xffff_8880_0000_0000),
     };
     let hdr = layout.build().unwrap();
     let mem = Mem(vec![
