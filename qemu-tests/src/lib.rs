@@ -3,7 +3,8 @@
 //!
 //! - [`synth`] generates the crashed machine: RAM ranges with holes, a kexec-tools backup range,
 //!   a kernel-text view, PRSTATUS and VMCOREINFO notes, a `struct new_utsname`, all from a seed.
-//! - [`qemu`] boots the capture kernel with hard timeouts and reads its console back.
+//! - [`qemu`] boots the capture kernel with hard timeouts and reads its console back: the
+//!   x86_64 PVH ELF on QEMU `pc`, or the arm64 Image on QEMU `virt` ([`Arch`]).
 //! - [`flat`] rebuilds makedumpfile's flattened stream; [`verify`] reads the kdump-compressed
 //!   file and compares every page with what [`synth`] generated.
 //! - [`scenario`] lists the scenarios; [`run_suite`] runs them.
@@ -26,14 +27,70 @@ pub mod verify;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
+use std::str::FromStr;
 
 pub use scenario::ScenarioReport;
+
+/// The architecture of the capture kernel under test, and so of the synthetic crashed
+/// machine and of the QEMU that boots it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// `qemu-system-x86_64 -M pc`, the PVH `capture.elf`, exit through `isa-debug-exit`.
+    #[default]
+    X86_64,
+    /// `qemu-system-aarch64 -M virt`, the arm64 `Image`, exit through semihosting.
+    Aarch64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// `uname -m` of the architecture: also `utsname.machine` in the dump header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// How a scenario is named in reports and in the work directory: x86_64 scenarios keep
+    /// their bare names, the others are `<arch>/<name>`.
+    pub fn scenario_label(self, name: &str) -> String {
+        match self {
+            Arch::X86_64 => name.to_string(),
+            _ => format!("{}/{name}", self.name()),
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = String;
+    /// `x86_64` (or `x86-64`, `amd64`) and `aarch64` (or `arm64`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "x86_64" | "x86-64" | "amd64" => Ok(Arch::X86_64),
+            "aarch64" | "arm64" => Ok(Arch::Aarch64),
+            _ => Err(format!(
+                "unknown architecture {s:?}: expected x86_64 or aarch64"
+            )),
+        }
+    }
+}
 
 /// What `cargo xtask qemu` passes in.
 #[derive(Clone, Debug)]
 pub struct SuiteConfig {
-    /// The capture kernel as a PVH ELF for `qemu-system-x86_64 -kernel`.
+    /// The capture kernel QEMU boots with `-kernel`: for [`Arch::X86_64`] the PVH ELF
+    /// (`capture.elf`), for [`Arch::Aarch64`] the arm64 `Image`.
     pub capture_elf: PathBuf,
+    /// Which capture kernel that is, and so which scenarios run on which QEMU.
+    pub arch: Arch,
     /// The host `lifeboat` binary (for `lifeboat receive`).
     pub lifeboat_bin: PathBuf,
     /// Scratch directory; each scenario uses `<work_dir>/<scenario name>/`.
@@ -140,11 +197,45 @@ fn check_tool(program: &str, arg: &str, what: &str) -> Result<(), SuiteError> {
     }
 }
 
+/// The kernel file must be what QEMU boots for `arch`: an ELF (x86_64's PVH `capture.elf`) or
+/// an arm64 Image (`"ARM\x64"` at offset 0x38, `Documentation/arch/arm64/booting.rst`).
+fn check_kernel_format(path: &std::path::Path, arch: Arch) -> Result<(), SuiteError> {
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| SuiteError::Setup(format!("cannot read {}: {e}", path.display())))?;
+    let is_elf = n >= 4 && head[..4] == *b"\x7fELF";
+    let is_arm64_image = n == 64 && head[0x38..0x3c] == *b"ARM\x64";
+    let ok = match arch {
+        Arch::X86_64 => is_elf,
+        Arch::Aarch64 => is_arm64_image,
+    };
+    if ok {
+        return Ok(());
+    }
+    let what = match arch {
+        Arch::X86_64 => "a PVH ELF (capture.elf)",
+        Arch::Aarch64 => "an arm64 Image (no \"ARM\\x64\" magic at offset 0x38)",
+    };
+    let is = if is_elf {
+        " (it is an ELF file)"
+    } else if is_arm64_image {
+        " (it is an arm64 Image)"
+    } else {
+        ""
+    };
+    Err(SuiteError::Setup(format!(
+        "{} is not {what}{is}, which the {arch} scenarios boot",
+        path.display()
+    )))
+}
+
 /// Run every scenario selected by `cfg.filter`, printing progress and a report to stdout.
 /// `Ok` only if all of them passed.
 pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
-    // Without a filter: every scenario but the slow ones that run only when named.
-    let selected: Vec<_> = scenario::all()
+    // Without a filter: every scenario of the architecture but the slow ones that run only
+    // when named.
+    let selected: Vec<_> = scenario::for_arch(cfg.arch)
         .into_iter()
         .filter(|s| match cfg.filter.as_deref() {
             None => !s.on_request_only(),
@@ -154,7 +245,7 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
     if selected.is_empty() {
         return Err(SuiteError::NoScenario {
             filter: cfg.filter.clone().unwrap_or_default(),
-            known: scenario::names(),
+            known: scenario::names_for(cfg.arch),
         });
     }
     if !cfg.capture_elf.is_file() {
@@ -163,6 +254,7 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
             cfg.capture_elf.display()
         )));
     }
+    check_kernel_format(&cfg.capture_elf, cfg.arch)?;
     if selected.iter().any(|s| {
         matches!(
             s.kind,
@@ -183,11 +275,11 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
             "install Debian's makedumpfile, or set MAKEDUMPFILE",
         )?;
     }
-    check_tool(
-        &qemu::qemu_binary(),
-        "--version",
-        "install qemu-system-x86, or set QEMU_SYSTEM_X86_64",
-    )?;
+    let install = match cfg.arch {
+        Arch::X86_64 => "install qemu-system-x86, or set QEMU_SYSTEM_X86_64",
+        Arch::Aarch64 => "install qemu-system-arm, or set QEMU_SYSTEM_AARCH64",
+    };
+    check_tool(&qemu::qemu_binary_for(cfg.arch), "--version", install)?;
     std::fs::create_dir_all(&cfg.work_dir)
         .map_err(|e| SuiteError::Setup(format!("cannot create {}: {e}", cfg.work_dir.display())))?;
 
@@ -197,7 +289,7 @@ pub fn run_suite(cfg: &SuiteConfig) -> Result<SuiteReport, SuiteError> {
         println!(
             "qemu-tests: [{}/{n}] {} (timeout {} s) …",
             i + 1,
-            s.name,
+            cfg.arch.scenario_label(s.name),
             s.timeout.as_secs()
         );
         let r = scenario::run(s, cfg);
@@ -230,6 +322,7 @@ mod tests {
     fn cfg(filter: Option<&str>) -> SuiteConfig {
         SuiteConfig {
             capture_elf: "/nonexistent/capture.elf".into(),
+            arch: Arch::X86_64,
             lifeboat_bin: "/nonexistent/lifeboat".into(),
             work_dir: std::env::temp_dir().join("qemu-tests-unit"),
             filter: filter.map(String::from),
@@ -277,5 +370,69 @@ mod tests {
         };
         let e = SuiteError::Failed(r).to_string();
         assert_eq!(e, "1 of 2 qemu scenarios FAILED (details and console tails above):\n  scenario b failed: boom\n");
+    }
+
+    #[test]
+    fn arch_names_parse_and_label_scenarios() {
+        for a in Arch::ALL {
+            assert_eq!(a.name().parse::<Arch>(), Ok(a));
+            assert_eq!(a.to_string(), a.name());
+        }
+        assert_eq!("arm64".parse::<Arch>(), Ok(Arch::Aarch64));
+        assert!("riscv64"
+            .parse::<Arch>()
+            .unwrap_err()
+            .contains("x86_64 or aarch64"));
+        assert_eq!(Arch::default(), Arch::X86_64);
+        assert_eq!(Arch::X86_64.scenario_label("blk-256m"), "blk-256m");
+        assert_eq!(Arch::Aarch64.scenario_label("blk-256m"), "aarch64/blk-256m");
+    }
+
+    #[test]
+    fn aarch64_names_its_own_scenarios() {
+        let mut c = cfg(Some("no-such-scenario"));
+        c.arch = Arch::Aarch64;
+        let e = run_suite(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("serial-256m") && e.contains("blk-pci-64m"),
+            "{e}"
+        );
+        assert!(!e.contains("bounded-memory"), "{e}");
+        // x86_64 has no blk-pci scenario (all its disks are PCI).
+        c.arch = Arch::X86_64;
+        let e = run_suite(&c).unwrap_err().to_string();
+        assert!(
+            !e.contains("blk-pci-64m") && e.contains("bounded-memory-64g-full"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_kernel_must_match_the_arch() {
+        let dir = std::env::temp_dir().join(format!("qemu-tests-kfmt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let elf = dir.join("capture.elf");
+        std::fs::write(&elf, b"\x7fELF\x02\x01\x01").unwrap();
+        let mut image = vec![0u8; 64];
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        let img = dir.join("Image");
+        std::fs::write(&img, &image).unwrap();
+        assert!(check_kernel_format(&elf, Arch::X86_64).is_ok());
+        assert!(check_kernel_format(&img, Arch::Aarch64).is_ok());
+        let e = check_kernel_format(&elf, Arch::Aarch64)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is not an arm64 Image") && e.contains("(it is an ELF file)"),
+            "{e}"
+        );
+        let e = check_kernel_format(&img, Arch::X86_64)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("(it is an arm64 Image), which the x86_64 scenarios boot"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,11 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::synth::LoaderBlob;
+use crate::synth::{GuestLayout, LoaderBlob};
+use crate::Arch;
 
-/// The QEMU binary; `QEMU_SYSTEM_X86_64` overrides it.
+/// The x86_64 QEMU binary; `QEMU_SYSTEM_X86_64` overrides it.
 pub fn qemu_binary() -> String {
-    std::env::var("QEMU_SYSTEM_X86_64").unwrap_or_else(|_| "qemu-system-x86_64".into())
+    qemu_binary_for(Arch::X86_64)
+}
+
+/// The QEMU binary for `arch`; `QEMU_SYSTEM_X86_64` or `QEMU_SYSTEM_AARCH64` overrides it.
+pub fn qemu_binary_for(arch: Arch) -> String {
+    let (var, default) = match arch {
+        Arch::X86_64 => ("QEMU_SYSTEM_X86_64", "qemu-system-x86_64"),
+        Arch::Aarch64 => ("QEMU_SYSTEM_AARCH64", "qemu-system-aarch64"),
+    };
+    std::env::var(var).unwrap_or_else(|_| default.into())
 }
 
 /// The makedumpfile binary; `MAKEDUMPFILE` overrides it.
@@ -88,7 +98,14 @@ pub fn run_with_timeout(
 pub const BIG_GUEST_RAM: u64 = 4 << 30;
 
 /// One QEMU boot of the capture kernel.
+///
+/// x86_64: `-M pc`, the PVH ELF, `isa-debug-exit` at port 0xf4. aarch64: `-M virt -cpu max`,
+/// the arm64 Image (QEMU loads it 2 MiB into RAM, at 0x4020_0000, and its device tree at
+/// [`crate::synth::VIRT_DTB`]), the PL011 at 0x0900_0000 as the serial port, and
+/// semihosting, through which the kernel exits with the same statuses as x86's
+/// `isa-debug-exit` (`SYS_EXIT_EXTENDED`, `ADP_Stopped_ApplicationExit`, `(v << 1) | 1`).
 pub struct QemuBoot<'a> {
+    pub arch: Arch,
     pub capture_elf: &'a Path,
     pub dir: &'a Path,
     pub cmdline: &'a str,
@@ -104,12 +121,21 @@ impl QemuBoot<'_> {
         (crate::synth::GUEST_RAM_BYTES >> 20).max(self.guest_mib_needed())
     }
 
-    /// MiB of guest RAM the blobs need: 32 MiB above the highest one, because the firmware
-    /// (SeaBIOS) keeps its tables in the top 16 MiB of RAM and writes into the 120 KiB below
-    /// them during boot ([`crate::synth::FIRMWARE_TOP_RESERVE`]).
+    /// MiB of guest RAM the blobs need. x86_64: 32 MiB above the highest one, because the
+    /// firmware (SeaBIOS) keeps its tables in the top 16 MiB of RAM and writes into the
+    /// 120 KiB below them during boot ([`crate::synth::FIRMWARE_TOP_RESERVE`]). aarch64: no
+    /// firmware runs (QEMU writes only its boot stub, the Image and the device tree, all
+    /// within the first 130 MiB: measured with `pmemsave` before the first instruction), so
+    /// up to the highest blob, but at least [`crate::synth::VIRT_MIN_GUEST_RAM`] so that
+    /// the device tree lands where the synthetic RAM leaves a hole for it.
     fn guest_mib_needed(&self) -> u64 {
+        let ram_start = GuestLayout::of(self.arch).ram_start;
         let end = self.blobs.iter().map(|b| b.addr + b.len).max().unwrap_or(0);
-        end.div_ceil(1 << 20) + (crate::synth::FIRMWARE_TOP_RESERVE >> 20)
+        let above = end.saturating_sub(ram_start).div_ceil(1 << 20);
+        match self.arch {
+            Arch::X86_64 => above + (crate::synth::FIRMWARE_TOP_RESERVE >> 20),
+            Arch::Aarch64 => above.max(crate::synth::VIRT_MIN_GUEST_RAM >> 20),
+        }
     }
 
     pub fn serial_path(&self) -> PathBuf {
@@ -127,16 +153,23 @@ impl QemuBoot<'_> {
     /// guest RAM costs the host nothing (pages the guest only reads map the shared zero page).
     pub fn command_with_ram(&self, ram_bytes: u64) -> Command {
         let mib = (ram_bytes >> 20).max(self.guest_mib_needed());
-        let mut c = Command::new(qemu_binary());
+        let mut c = Command::new(qemu_binary_for(self.arch));
+        let machine = match self.arch {
+            Arch::X86_64 => "pc",
+            Arch::Aarch64 => "virt",
+        };
         if mib << 20 >= BIG_GUEST_RAM {
             c.args([
                 "-object",
                 &format!("memory-backend-ram,id=lbram,size={mib}M,reserve=off"),
                 "-M",
-                "pc,memory-backend=lbram",
+                &format!("{machine},memory-backend=lbram"),
             ]);
         } else {
-            c.args(["-M", "pc"]);
+            c.args(["-M", machine]);
+        }
+        if self.arch == Arch::Aarch64 {
+            c.args(["-cpu", "max"]);
         }
         c.args([
             "-accel",
@@ -154,7 +187,10 @@ impl QemuBoot<'_> {
             .arg(format!("file:{}", self.serial_path().display()));
         c.arg("-kernel").arg(self.capture_elf);
         c.arg("-append").arg(self.cmdline);
-        c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        match self.arch {
+            Arch::X86_64 => c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]),
+            Arch::Aarch64 => c.args(["-semihosting-config", "enable=on,target=native"]),
+        };
         c.args(self.extra);
         for b in self.blobs {
             c.arg("-device").arg(format!(
@@ -187,8 +223,9 @@ impl QemuBoot<'_> {
     }
 }
 
-/// What a QEMU exit status means under the isa-debug-exit contract: the kernel writes `v` to
-/// port 0xf4 and QEMU exits with `(v << 1) | 1`.
+/// What a QEMU exit status means under the exit contract of `lifeboat.exit_port=`: on x86_64
+/// the kernel writes `v` to port 0xf4 (`isa-debug-exit`), on aarch64 it exits through
+/// semihosting with `(v << 1) | 1`; either way QEMU exits with `(v << 1) | 1`.
 pub fn describe_qemu_exit(f: &Finished, timeout: Duration) -> String {
     if f.timed_out {
         return format!("timed out after {} s (QEMU killed)", timeout.as_secs());
@@ -387,6 +424,7 @@ mod tests {
     #[test]
     fn big_guests_get_a_noreserve_backend() {
         let b = QemuBoot {
+            arch: Arch::X86_64,
             capture_elf: Path::new("/k.elf"),
             dir: Path::new("/d"),
             cmdline: "",
@@ -454,6 +492,7 @@ mod tests {
             len: 1,
         }];
         let b = QemuBoot {
+            arch: Arch::X86_64,
             capture_elf: Path::new("/k.elf"),
             dir: Path::new("/d"),
             cmdline: "a b",
@@ -469,6 +508,52 @@ mod tests {
         );
         assert!(
             s.contains("\"isa-debug-exit,iobase=0xf4,iosize=0x04\""),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn aarch64_command_line() {
+        let blobs = [LoaderBlob {
+            path: "/x/m.bin".into(),
+            addr: 0x4100_0000,
+            len: 1,
+        }];
+        let b = QemuBoot {
+            arch: Arch::Aarch64,
+            capture_elf: Path::new("/k/Image"),
+            dir: Path::new("/d"),
+            cmdline: "a b",
+            blobs: &blobs,
+            extra: &[],
+            timeout: Duration::from_secs(1),
+        };
+        let s = format!("{:?}", b.command());
+        assert!(s.starts_with("\"qemu-system-aarch64\" \"-M\" \"virt\" \"-cpu\" \"max\" \"-accel\" \"tcg\" \"-m\" \"512M\"")
+            || std::env::var("QEMU_SYSTEM_AARCH64").is_ok(), "{s}");
+        for want in [
+            "\"-smp\" \"1\"",
+            "\"-nodefaults\"",
+            "\"-no-reboot\"",
+            "\"-serial\" \"file:/d/serial.bin\"",
+            "\"-kernel\" \"/k/Image\" \"-append\" \"a b\"",
+            "\"-semihosting-config\" \"enable=on,target=native\"",
+            "\"loader,file=/x/m.bin,addr=0x41000000,force-raw=on\"",
+        ] {
+            assert!(s.contains(want), "{want} not in {s}");
+        }
+        assert!(!s.contains("isa-debug-exit"), "{s}");
+        // RAM counts from 1 GiB: blobs up to 1.75 GiB need 768 MiB, not 1.75 GiB + 32 MiB.
+        let high = [LoaderBlob {
+            path: "/x/r.bin".into(),
+            addr: 0x6000_0000,
+            len: 0x1000_0000,
+        }];
+        let b = QemuBoot { blobs: &high, ..b };
+        assert!(format!("{:?}", b.command()).contains("\"-m\" \"768M\""));
+        let s = format!("{:?}", b.command_with_ram(8 << 30));
+        assert!(
+            s.contains("\"memory-backend-ram,id=lbram,size=8192M,reserve=off\" \"-M\" \"virt,memory-backend=lbram\""),
             "{s}"
         );
     }

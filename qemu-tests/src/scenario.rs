@@ -1,13 +1,17 @@
 //! The scenarios of `cargo xtask qemu`: what each one boots and what it requires.
+//!
+//! Each architecture runs its own list ([`for_arch`]): aarch64 runs every scenario but the
+//! bounded-memory ones (their sparse machine follows QEMU pc's RAM layout), under the same
+//! names, in `<work_dir>/aarch64/<name>/`, shown as `aarch64/<name>`.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::qemu::{self, QemuBoot};
-use crate::synth::{self, Phdr, SynthImage, SynthSpec, META_BASE, PAGE_OFFSET};
+use crate::synth::{self, Phdr, SynthImage, SynthSpec};
 use crate::verify::{self, Expectations};
-use crate::SuiteConfig;
+use crate::{Arch, SuiteConfig};
 
 const MIB: u64 = 1 << 20;
 
@@ -71,8 +75,8 @@ impl Mutation {
         }
     }
 
-    pub fn spec(self, seed: u64) -> SynthSpec {
-        let mut spec = SynthSpec::new(seed, 8 * MIB);
+    pub fn spec(self, arch: Arch, seed: u64) -> SynthSpec {
+        let mut spec = SynthSpec::new_for(arch, seed, 8 * MIB);
         if self == Mutation::Truncated {
             // 2 CPU notes + VMCOREINFO + text + 80 RAM ranges: 64 + 84 * 56 = 4768 bytes > 4096.
             spec.ram_ranges = 80;
@@ -89,12 +93,14 @@ impl Mutation {
 
     /// Break the image's elfcorehdr.
     pub fn apply(self, image: &mut SynthImage) {
+        // The first RAM PT_LOAD (x86_64: the backup range) after the notes and the text view.
         let first_ram = image.cpu_notes.len() + usize::from(image.vmcoreinfo_note.is_some()) + 1;
+        let arch = image.arch();
         let phdrs = &mut image.header.phdrs;
         let set_range = |p: &mut Phdr, paddr: u64, len: u64| {
             p.p_paddr = paddr;
             p.p_offset = paddr;
-            p.p_vaddr = PAGE_OFFSET + paddr;
+            p.p_vaddr = synth::linear_vaddr(arch, paddr);
             p.p_filesz = len;
             p.p_memsz = len;
         };
@@ -175,7 +181,8 @@ pub struct Scenario {
     pub kind: Kind,
 }
 
-/// Every scenario, in the order they run.
+/// Every scenario of every architecture, in the order they run ([`for_arch`] picks one
+/// architecture's).
 pub fn all() -> Vec<Scenario> {
     let dump = |name, seed, secs, mib, form, with_vmcoreinfo, must_say| Scenario {
         name,
@@ -220,6 +227,7 @@ pub fn all() -> Vec<Scenario> {
         bad("malformed-absurd-size", 5, Mutation::AbsurdSize),
         bad("malformed-too-many-phdrs", 6, Mutation::TooManyPhdrs),
         sink("blk-256m", 0xb1c, 600, SinkCase::Blk { mib: 256 }),
+        sink("blk-pci-64m", 0xb1d, 300, SinkCase::BlkPci { mib: 64 }),
         sink("blk-too-small", 0xb15, 180, SinkCase::BlkTooSmall),
         sink("net-256m", 0x4e7, 600, SinkCase::Net { mib: 256 }),
         sink("sink-fallback", 0xfa11, 300, SinkCase::Fallback),
@@ -259,16 +267,49 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
+/// How much longer an aarch64 scenario may take than the x86_64 one (both are TCG; QEMU's
+/// arm64 `-cpu max` is the slower guest).
+pub const AARCH64_TIMEOUT_FACTOR: u32 = 2;
+
+/// The scenarios of `arch`, in the order they run, with that architecture's timeouts.
+pub fn for_arch(arch: Arch) -> Vec<Scenario> {
+    all()
+        .into_iter()
+        .filter(|s| s.runs_on(arch))
+        .map(|mut s| {
+            if arch == Arch::Aarch64 {
+                s.timeout *= AARCH64_TIMEOUT_FACTOR;
+            }
+            s
+        })
+        .collect()
+}
+
 impl Scenario {
-    /// Too slow for every run: only when `cargo xtask qemu --filter …` names it.
+    /// Too slow for every run, or waiting for the kernel to support it: only when
+    /// `cargo xtask qemu --filter …` names it.
+    ///
+    /// `blk-pci-64m` (aarch64 only) waits for the arm64 kernel's virtio-pci over ECAM: make
+    /// it a regular scenario once that exists.
     pub fn on_request_only(&self) -> bool {
         matches!(
             self.kind,
             Kind::BoundedMemory {
                 big_cover_gib: None,
                 ..
-            }
+            } | Kind::Sink(crate::sinks::SinkCase::BlkPci { .. })
         )
+    }
+
+    /// Whether the scenario exists for `arch`. The bounded-memory captures lay out a sparse
+    /// machine the way QEMU pc places RAM (x86_64 only); the virtio-blk-pci disk is a separate
+    /// scenario only on aarch64, where the other disks are virtio-mmio.
+    pub fn runs_on(&self, arch: Arch) -> bool {
+        match self.kind {
+            Kind::BoundedMemory { .. } => arch == Arch::X86_64,
+            Kind::Sink(crate::sinks::SinkCase::BlkPci { .. }) => arch == Arch::Aarch64,
+            _ => true,
+        }
     }
 }
 
@@ -295,7 +336,8 @@ impl<T: std::fmt::Display> From<T> for Failed {
 
 pub fn run(s: &Scenario, cfg: &SuiteConfig) -> ScenarioReport {
     let start = std::time::Instant::now();
-    let dir = cfg.work_dir.join(s.name);
+    let label = cfg.arch.scenario_label(s.name);
+    let dir = cfg.work_dir.join(&label);
     let mut details = Vec::new();
     let mut console = Vec::new();
     let result = prepare_dir(&dir).and_then(|_| match &s.kind {
@@ -316,7 +358,7 @@ pub fn run(s: &Scenario, cfg: &SuiteConfig) -> ScenarioReport {
         ),
     });
     let failure = result.err().map(|Failed(reason)| {
-        let mut f = format!("scenario {} failed: {reason}\n", s.name);
+        let mut f = format!("scenario {label} failed: {reason}\n");
         f.push_str(&format!("  files: {}\n", dir.display()));
         if console.is_empty() {
             f.push_str("  no console lines (\"lifeboat: …\") in serial.bin\n");
@@ -345,7 +387,7 @@ pub fn run(s: &Scenario, cfg: &SuiteConfig) -> ScenarioReport {
         ));
     }
     ScenarioReport {
-        name: s.name.into(),
+        name: label,
         passed: failure.is_none(),
         seconds: start.elapsed().as_secs_f64(),
         details,
@@ -390,6 +432,7 @@ pub(crate) fn boot_with(
         .write_blobs(&dir.join("mem"))
         .map_err(|e| format!("writing synthetic memory: {e}"))?;
     let b = QemuBoot {
+        arch: cfg.arch,
         capture_elf: &cfg.capture_elf,
         dir,
         cmdline,
@@ -428,7 +471,7 @@ fn run_dump(
     else {
         unreachable!()
     };
-    let mut spec = SynthSpec::new(s.seed, mib * MIB);
+    let mut spec = SynthSpec::new_for(cfg.arch, s.seed, mib * MIB);
     spec.with_vmcoreinfo = with_vmcoreinfo;
     let image = SynthImage::generate(&spec)?;
     let cmdline = cmdline(form, image.elfcorehdr_addr);
@@ -622,9 +665,9 @@ fn run_malformed(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let mut image = SynthImage::generate(&m.spec(s.seed))?;
+    let mut image = SynthImage::generate(&m.spec(cfg.arch, s.seed))?;
     m.apply(&mut image);
-    let cmdline = cmdline(m.cmdline_form(), META_BASE);
+    let cmdline = cmdline(m.cmdline_form(), image.elfcorehdr_addr);
     details.push(format!("cmdline: {cmdline}"));
     let (fin, _) = boot(s, cfg, dir, &image, &cmdline, console, details)?;
     if fin.timed_out || fin.code() != Some(5) {
@@ -773,6 +816,7 @@ fn bounded_capture(
         disk_bytes / MIB
     ));
     let b = QemuBoot {
+        arch: cfg.arch,
         capture_elf: &cfg.capture_elf,
         dir: &sub,
         cmdline: &cmdline,
@@ -900,6 +944,11 @@ pub fn names() -> Vec<&'static str> {
     all().iter().map(|s| s.name).collect()
 }
 
+/// Names of the scenarios of `arch`.
+pub fn names_for(arch: Arch) -> Vec<&'static str> {
+    for_arch(arch).iter().map(|s| s.name).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -923,19 +972,46 @@ mod tests {
         n.sort();
         n.dedup();
         assert_eq!(n.len(), all().len());
-        for s in all() {
-            if let Kind::Dump {
-                mib,
-                with_vmcoreinfo,
-                ..
-            } = s.kind
-            {
-                let mut spec = SynthSpec::new(s.seed, mib * MIB);
+        for arch in Arch::ALL {
+            let guest = synth::GuestLayout::of(arch);
+            for s in for_arch(arch) {
+                let (mib, with_vmcoreinfo) = match s.kind {
+                    Kind::Dump {
+                        mib,
+                        with_vmcoreinfo,
+                        ..
+                    } => (mib, with_vmcoreinfo),
+                    Kind::Sink(
+                        crate::sinks::SinkCase::Blk { mib }
+                        | crate::sinks::SinkCase::BlkPci { mib }
+                        | crate::sinks::SinkCase::Net { mib },
+                    ) => (mib, true),
+                    Kind::Sink(_) => (128, true),
+                    _ => continue,
+                };
+                let mut spec = SynthSpec::new_for(arch, s.seed, mib * MIB);
                 spec.with_vmcoreinfo = with_vmcoreinfo;
                 let im = SynthImage::generate(&spec).unwrap();
-                assert!(im.ranges.iter().all(|r| r.sources().end <= GUEST_RAM_BYTES));
+                assert!(
+                    im.ranges
+                        .iter()
+                        .all(|r| r.sources().end <= guest.ram_start + GUEST_RAM_BYTES),
+                    "{arch} {}",
+                    s.name
+                );
                 assert_eq!(im.vmcoreinfo.is_some(), with_vmcoreinfo);
+                // QEMU refuses to start when a loader blob overlaps its device tree.
+                let blobs: Vec<_> = im.ranges.iter().map(|r| r.sources()).collect();
+                if let Some((hole, len)) = guest.qemu_hole {
+                    assert!(
+                        blobs.iter().all(|b| b.end <= hole || hole + len <= b.start),
+                        "{arch} {}: {blobs:x?}",
+                        s.name
+                    );
+                }
             }
+        }
+        for s in all() {
             if let Kind::BoundedMemory {
                 small_gib,
                 big_gib,
@@ -965,12 +1041,16 @@ mod tests {
 
     #[test]
     fn only_the_full_64g_capture_waits_to_be_named() {
-        let slow: Vec<_> = all()
-            .into_iter()
-            .filter(|s| s.on_request_only())
-            .map(|s| s.name)
-            .collect();
-        assert_eq!(slow, ["bounded-memory-64g-full"]);
+        let slow = |arch| -> Vec<_> {
+            for_arch(arch)
+                .into_iter()
+                .filter(|s| s.on_request_only())
+                .map(|s| s.name)
+                .collect()
+        };
+        assert_eq!(slow(Arch::X86_64), ["bounded-memory-64g-full"]);
+        // … on x86_64; aarch64's virtio-blk-pci scenario waits for the kernel's ECAM support.
+        assert_eq!(slow(Arch::Aarch64), ["blk-pci-64m"]);
         // No name is a part of another's, so a filter can pick either of the pair.
         for a in names() {
             assert!(names().iter().all(|b| *b == a || !b.contains(a)), "{a}");
@@ -984,15 +1064,21 @@ mod tests {
 
     #[test]
     fn mutations_break_what_they_claim() {
-        for m in [
-            Mutation::BadMagic,
-            Mutation::Truncated,
-            Mutation::Overlap,
-            Mutation::OutsideRam,
-            Mutation::AbsurdSize,
-            Mutation::TooManyPhdrs,
-        ] {
-            let mut im = SynthImage::generate(&m.spec(9)).unwrap();
+        for (arch, m) in Arch::ALL.into_iter().flat_map(|a| {
+            [
+                Mutation::BadMagic,
+                Mutation::Truncated,
+                Mutation::Overlap,
+                Mutation::OutsideRam,
+                Mutation::AbsurdSize,
+                Mutation::TooManyPhdrs,
+            ]
+            .map(|m| (a, m))
+        }) {
+            let ram_end = synth::GuestLayout::of(arch).ram_start + GUEST_RAM_BYTES;
+            let mut im = SynthImage::generate(&m.spec(arch, 9)).unwrap();
+            let e_machine =
+                u16::from_le_bytes([im.elfcorehdr_bytes()[18], im.elfcorehdr_bytes()[19]]);
             let before = ram_phdrs(&im);
             m.apply(&mut im);
             let after = ram_phdrs(&im);
@@ -1008,17 +1094,28 @@ mod tests {
                     let (a, b) = (after[1], after[2]);
                     assert!(b.p_paddr < a.p_paddr + a.p_memsz && a.p_paddr < b.p_paddr);
                     assert_eq!(b.p_paddr + b.p_memsz, before[2].p_paddr + before[2].p_memsz);
-                    assert!(
-                        after
-                            .iter()
-                            .all(|p| p.p_type == PT_LOAD
-                                && p.p_offset + p.p_filesz <= GUEST_RAM_BYTES)
-                    );
+                    assert_eq!(b.p_vaddr, im.linear_vaddr(b.p_paddr));
+                    assert!(after
+                        .iter()
+                        .all(|p| p.p_type == PT_LOAD && p.p_offset + p.p_filesz <= ram_end));
                 }
-                Mutation::OutsideRam => assert_eq!(after.last().unwrap().p_offset, 8 << 30),
+                Mutation::OutsideRam => {
+                    let last = after.last().unwrap();
+                    assert_eq!(last.p_offset, 8 << 30);
+                    assert!(last.p_offset >= ram_end);
+                }
                 Mutation::AbsurdSize => assert_eq!(after[1].p_filesz, 1 << 60),
                 Mutation::TooManyPhdrs => assert_eq!(u16::from_le_bytes([h[56], h[57]]), 60000),
             }
+            // Only the named field breaks: still the machine's own e_machine.
+            assert_eq!(u16::from_le_bytes([h[18], h[19]]), e_machine);
+            assert_eq!(
+                e_machine,
+                match arch {
+                    Arch::X86_64 => synth::EM_X86_64,
+                    Arch::Aarch64 => synth::EM_AARCH64,
+                }
+            );
             if m != Mutation::TooManyPhdrs && m != Mutation::Truncated {
                 assert_eq!(
                     u16::from_le_bytes([h[56], h[57]]) as usize,
@@ -1026,5 +1123,44 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn aarch64_runs_the_x86_list_but_bounded_memory_with_longer_timeouts() {
+        let arm = for_arch(Arch::Aarch64);
+        let arm_names: Vec<_> = arm.iter().map(|s| s.name).collect();
+        let x86 = for_arch(Arch::X86_64);
+        let mut want: Vec<_> = x86
+            .iter()
+            .map(|s| s.name)
+            .filter(|n| !n.starts_with("bounded-memory"))
+            .collect();
+        want.insert(
+            want.iter().position(|n| *n == "blk-256m").unwrap() + 1,
+            "blk-pci-64m",
+        );
+        assert_eq!(arm_names, want);
+        for name in [
+            "serial-256m",
+            "serial-kform",
+            "missing-vmcoreinfo",
+            "malformed-bad-magic",
+            "malformed-truncated",
+            "blk-256m",
+            "blk-too-small",
+            "net-256m",
+            "sink-fallback",
+        ] {
+            assert!(arm_names.contains(&name), "{name}");
+        }
+        for s in &arm {
+            let x = all().into_iter().find(|x| x.name == s.name).unwrap();
+            assert_eq!(s.timeout, x.timeout * AARCH64_TIMEOUT_FACTOR);
+        }
+        assert!(x86.iter().all(|s| s.name != "blk-pci-64m"));
+        assert_eq!(
+            names_for(Arch::X86_64).len() + 1 - 2,
+            names_for(Arch::Aarch64).len()
+        );
     }
 }

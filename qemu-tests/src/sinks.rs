@@ -6,6 +6,11 @@
 //! Faults: a disk too small for the dump, a server killed and restarted mid-dump, a server
 //! whose disk fills up, a fallback list whose first sinks cannot work, and four crashed
 //! machines dumping to one server at once.
+//!
+//! Devices are virtio-pci on x86_64 (QEMU pc) and virtio-mmio on aarch64 (QEMU virt's 32
+//! virtio-mmio slots: the first `-device` takes the highest slot, 0x0a00_3e00, the next one
+//! 0x200 below, and so on; the kernel finds them in the device tree), except in aarch64's
+//! `blk-pci-64m`, whose disk is a virtio-blk-pci on the ECAM PCIe host ([`VirtioBus`]).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,7 +21,7 @@ use crate::qemu::{self, QemuBoot};
 use crate::scenario::{boot_with, first_difference, Failed, Scenario};
 use crate::synth::{SynthImage, SynthSpec};
 use crate::verify::{self, Expectations};
-use crate::SuiteConfig;
+use crate::{Arch, SuiteConfig};
 
 const MIB: u64 = 1 << 20;
 /// `DUMP_DH_COMPRESSED_INCOMPLETE` in the kdump header's `status` (offset 424).
@@ -29,6 +34,9 @@ const DUMP_SERIAL: &str = "lbdump";
 pub enum SinkCase {
     /// The dump disk selected by serial, next to a decoy disk that must stay untouched.
     Blk { mib: u64 },
+    /// [`SinkCase::Blk`] with both disks on virtio-pci (aarch64 only, where the other
+    /// scenarios' disks are virtio-mmio).
+    BlkPci { mib: u64 },
     /// A disk smaller than the dump: what fits is written, marked incomplete.
     BlkTooSmall,
     /// `lifeboat serve` on loopback.
@@ -54,7 +62,10 @@ pub fn run(
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
     match case {
-        SinkCase::Blk { mib } => run_blk(s, cfg, dir, mib, details, console),
+        SinkCase::Blk { mib } => {
+            run_blk(s, cfg, VirtioBus::of(cfg.arch), dir, mib, details, console)
+        }
+        SinkCase::BlkPci { mib } => run_blk(s, cfg, VirtioBus::Pci, dir, mib, details, console),
         SinkCase::BlkTooSmall => run_blk_too_small(s, cfg, dir, details, console),
         SinkCase::Net { mib } => run_net(s, cfg, dir, mib, details, console),
         SinkCase::Fallback => run_fallback(s, cfg, dir, details, console),
@@ -71,26 +82,67 @@ fn base_cmdline(image: &SynthImage, sinks: &str) -> String {
     )
 }
 
-/// QEMU arguments for a raw virtio-blk disk (`id` names the drive; also used by the e2e
+/// How virtio devices are attached to the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtioBus {
+    /// `virtio-*-pci`: QEMU pc's PCI bus, QEMU virt's ECAM PCIe host.
+    Pci,
+    /// `virtio-*-device`: QEMU virt's virtio-mmio slots.
+    Mmio,
+}
+
+impl VirtioBus {
+    /// The usual bus of `arch`: PCI on x86_64, virtio-mmio on aarch64.
+    pub fn of(arch: Arch) -> Self {
+        match arch {
+            Arch::X86_64 => VirtioBus::Pci,
+            Arch::Aarch64 => VirtioBus::Mmio,
+        }
+    }
+
+    /// What the console line naming the disk sink starts with: x86_64 and PCI disks say
+    /// where on PCI; for virtio-mmio only that it is a virtio-blk disk.
+    pub fn blk_sink_line(self) -> &'static str {
+        match self {
+            VirtioBus::Pci => "sink: virtio-blk at PCI",
+            VirtioBus::Mmio => "sink: virtio-blk at ",
+        }
+    }
+}
+
+/// QEMU arguments for a raw virtio-blk-pci disk (`id` names the drive; also used by the e2e
 /// sink scenarios).
 pub fn disk_args(path: &Path, id: &str, serial: &str) -> Vec<String> {
+    disk_args_on(VirtioBus::Pci, path, id, serial)
+}
+
+/// [`disk_args`] on `bus`.
+pub fn disk_args_on(bus: VirtioBus, path: &Path, id: &str, serial: &str) -> Vec<String> {
+    let device = match bus {
+        VirtioBus::Pci => "virtio-blk-pci",
+        VirtioBus::Mmio => "virtio-blk-device",
+    };
     vec![
         "-drive".into(),
         format!("file={},if=none,format=raw,id={id},cache=unsafe", path.display()),
         "-device".into(),
-        format!("virtio-blk-pci,drive={id},serial={serial}"),
+        format!("{device},drive={id},serial={serial}"),
     ]
 }
 
-/// QEMU arguments for a virtio-net card on user networking (10.0.2.2 = host loopback). No
-/// option ROM: the capture kernel does not need one and Debian's QEMU may not ship it.
+/// QEMU arguments for a virtio-net-pci card on user networking (10.0.2.2 = host loopback).
+/// No option ROM: the capture kernel does not need one and Debian's QEMU may not ship it.
 pub fn net_args() -> Vec<String> {
-    vec![
-        "-netdev".into(),
-        "user,id=n0".into(),
-        "-device".into(),
-        "virtio-net-pci,netdev=n0,romfile=".into(),
-    ]
+    net_args_on(VirtioBus::Pci)
+}
+
+/// [`net_args`] on `bus` (a virtio-mmio card has no option ROM to turn off).
+pub fn net_args_on(bus: VirtioBus) -> Vec<String> {
+    let device = match bus {
+        VirtioBus::Pci => "virtio-net-pci,netdev=n0,romfile=",
+        VirtioBus::Mmio => "virtio-net-device,netdev=n0",
+    };
+    vec!["-netdev".into(), "user,id=n0".into(), "-device".into(), device.into()]
 }
 
 const NET_OPTS: &str = "lifeboat.ip=10.0.2.15/24 lifeboat.gw=10.0.2.2";
@@ -227,25 +279,26 @@ fn tool_output(dir: &Path, name: &str) -> String {
 fn run_blk(
     s: &Scenario,
     cfg: &SuiteConfig,
+    bus: VirtioBus,
     dir: &Path,
     mib: u64,
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new(s.seed, mib * MIB))?;
+    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, mib * MIB))?;
     let disk = dir.join("dump.img");
     let decoy = dir.join("decoy.img");
     // Old bytes on the dump disk must not confuse fetch; the decoy must stay untouched.
     make_disk(&disk, mib * MIB, 0xa5)?;
     make_disk(&decoy, 4 * MIB, 0x5a)?;
-    let mut extra = disk_args(&decoy, "d0", "decoy");
-    extra.extend(disk_args(&disk, "d1", DUMP_SERIAL));
+    let mut extra = disk_args_on(bus, &decoy, "d0", "decoy");
+    extra.extend(disk_args_on(bus, &disk, "d1", DUMP_SERIAL));
     let cmdline = base_cmdline(&image, &format!("blk:serial={DUMP_SERIAL}"));
     details.push(format!("cmdline: {cmdline}"));
     let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &extra, console, details)?;
     expect_exit(&fin, s.timeout, 1, "dump complete")?;
     expect_verdict(console, "complete")?;
-    must_say(console, "sink: virtio-blk at PCI")?;
+    must_say(console, bus.blk_sink_line())?;
     details.push(format!("kernel says {}", qemu::kernel_throughput(console).unwrap_or_else(|| "no MB/s figure".into())));
     let raw = std::fs::read(&disk).map_err(|e| format!("reading the disk: {e}"))?;
     if std::fs::read(&decoy).map_err(|e| format!("reading the decoy disk: {e}"))?.iter().any(|&b| b != 0x5a) {
@@ -281,10 +334,10 @@ fn run_blk_too_small(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new(s.seed, 64 * MIB))?;
+    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, 64 * MIB))?;
     let disk = dir.join("small.img");
     make_disk(&disk, 4 * MIB, 0)?;
-    let extra = disk_args(&disk, "d0", DUMP_SERIAL);
+    let extra = disk_args_on(VirtioBus::of(cfg.arch), &disk, "d0", DUMP_SERIAL);
     let cmdline = base_cmdline(&image, "blk");
     details.push(format!("cmdline: {cmdline}"));
     let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &extra, console, details)?;
@@ -411,7 +464,7 @@ fn run_net(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new(s.seed, mib * MIB))?;
+    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, mib * MIB))?;
     let server = Server::start(&cfg.lifeboat_bin, &dir.join("crash"), &dir.join("serve.log"), &[])?;
     let cmdline = format!(
         "{} {NET_OPTS} lifeboat.host=synth-{:x} lifeboat.bootid=0123abcd",
@@ -419,7 +472,7 @@ fn run_net(
         s.seed
     );
     details.push(format!("cmdline: {cmdline}"));
-    let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &net_args(), console, details)?;
+    let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &net_args_on(VirtioBus::of(cfg.arch)), console, details)?;
     expect_exit(&fin, s.timeout, 1, "dump complete").map_err(|e| Failed(format!("{}\nserver log:\n{}", e.0, server.log_text())))?;
     expect_verdict(console, "complete")?;
     must_say(console, "stored by the server as")?;
@@ -494,7 +547,7 @@ fn run_fallback(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new(s.seed, 16 * MIB))?;
+    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, 16 * MIB))?;
     let disk = dir.join("dump.img");
     make_disk(&disk, 32 * MIB, 0)?;
     // A port with no listener: bind, note it, close.
@@ -502,8 +555,9 @@ fn run_fallback(
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("no free port: {e}"))?
         .port();
-    let mut extra = net_args();
-    extra.extend(disk_args(&disk, "d0", DUMP_SERIAL));
+    let bus = VirtioBus::of(cfg.arch);
+    let mut extra = net_args_on(bus);
+    extra.extend(disk_args_on(bus, &disk, "d0", DUMP_SERIAL));
     let cmdline = format!(
         "{} {NET_OPTS} lifeboat.net_wait=3",
         base_cmdline(&image, &format!("net:10.0.2.2:{closed},blk:serial=nosuchdisk,blk:serial={DUMP_SERIAL},serial"))
@@ -543,9 +597,9 @@ fn boot_in_thread(
     timeout: Duration,
 ) -> Result<std::thread::JoinHandle<Result<qemu::Finished, String>>, Failed> {
     let blobs = image.write_blobs(&dir.join("mem")).map_err(|e| format!("writing synthetic memory: {e}"))?;
-    let (elf, dir) = (cfg.capture_elf.clone(), dir.to_path_buf());
+    let (arch, elf, dir) = (cfg.arch, cfg.capture_elf.clone(), dir.to_path_buf());
     Ok(std::thread::spawn(move || {
-        QemuBoot { capture_elf: &elf, dir: &dir, cmdline: &cmdline, blobs: &blobs, extra: &extra, timeout }.run()
+        QemuBoot { arch, capture_elf: &elf, dir: &dir, cmdline: &cmdline, blobs: &blobs, extra: &extra, timeout }.run()
     }))
 }
 
@@ -560,14 +614,14 @@ fn run_server_restart(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new(s.seed, 128 * MIB))?;
+    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, 128 * MIB))?;
     let mut server = Server::start(&cfg.lifeboat_bin, &dir.join("crash"), &dir.join("serve.log"), &[])?;
     let cmdline = format!(
         "{} {NET_OPTS} lifeboat.host=restart lifeboat.net_wait=60",
         base_cmdline(&image, &format!("net:10.0.2.2:{}", server.addr.port()))
     );
     details.push(format!("cmdline: {cmdline}"));
-    let qemu = boot_in_thread(cfg, dir, &image, cmdline, net_args(), s.timeout)?;
+    let qemu = boot_in_thread(cfg, dir, &image, cmdline, net_args_on(VirtioBus::of(cfg.arch)), s.timeout)?;
     // Wait until the server holds a few MiB of the dump, then kill it.
     let t = Instant::now();
     let partial_size = |server: &Server| -> u64 {
@@ -661,7 +715,7 @@ fn run_server_disk_full(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new(s.seed, 64 * MIB))?;
+    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, 64 * MIB))?;
     let fs = Tmpfs::mount(&dir.join("crash"), "8m")?;
     let server = Server::start(&cfg.lifeboat_bin, &fs.0, &dir.join("serve.log"), &["--reserve", "0"])?;
     let cmdline = format!(
@@ -669,7 +723,7 @@ fn run_server_disk_full(
         base_cmdline(&image, &format!("net:10.0.2.2:{}", server.addr.port()))
     );
     details.push(format!("cmdline: {cmdline}"));
-    let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &net_args(), console, details)?;
+    let (fin, _) = boot_with(s, cfg, dir, &image, &cmdline, &net_args_on(VirtioBus::of(cfg.arch)), console, details)?;
     expect_exit(&fin, s.timeout, 3, "dump incomplete").map_err(|e| Failed(format!("{}\nserver log:\n{}", e.0, server.log_text())))?;
     let v = expect_verdict(console, "incomplete")?;
     let dirs = server.dump_dirs();
@@ -698,14 +752,14 @@ fn run_four_clients(s: &Scenario, cfg: &SuiteConfig, dir: &Path, details: &mut V
     for i in 0..4u64 {
         let d = dir.join(format!("client{i}"));
         std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
-        let image = SynthImage::generate(&SynthSpec::new(s.seed + i, 64 * MIB))?;
+        let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed + i, 64 * MIB))?;
         // Two clients with static addresses, two asking QEMU's DHCP server.
         let ip = if i < 2 { NET_OPTS } else { "lifeboat.ip=dhcp" };
         let cmdline = format!(
             "{} {ip} lifeboat.host=client{i}",
             base_cmdline(&image, &format!("net:10.0.2.2:{}", server.addr.port()))
         );
-        let h = boot_in_thread(cfg, &d, &image, cmdline, net_args(), s.timeout)?;
+        let h = boot_in_thread(cfg, &d, &image, cmdline, net_args_on(VirtioBus::of(cfg.arch)), s.timeout)?;
         runs.push((i, d, image, h));
     }
     let mut failures = Vec::new();
@@ -772,7 +826,7 @@ fn console_numbers(console: &[String]) -> Option<(f64, u64, u64)> {
 /// `cargo xtask bench`'s sink table: the same synthetic memory (`mib` MiB, one seed) dumped
 /// over serial, to virtio-blk and to `lifeboat serve`, each dump checked byte for byte.
 pub fn bench(cfg: &SuiteConfig, mib: u64) -> Result<Vec<SinkBenchRow>, String> {
-    let mut spec = SynthSpec::new(0xbe4c, mib * MIB);
+    let mut spec = SynthSpec::new_for(cfg.arch, 0xbe4c, mib * MIB);
     spec.guest_ram = (mib + 256) * MIB;
     let image = SynthImage::generate(&spec).map_err(|e| e.to_string())?;
     let ram: u64 = image.ranges.iter().map(|r| r.len).sum();
@@ -791,19 +845,27 @@ pub fn bench(cfg: &SuiteConfig, mib: u64) -> Result<Vec<SinkBenchRow>, String> {
                 std::fs::File::create(&disk)
                     .and_then(|f| f.set_len(mib * MIB))
                     .map_err(|e| format!("{}: {e}", disk.display()))?;
-                (format!("blk:serial={DUMP_SERIAL}"), disk_args(&disk, "d0", DUMP_SERIAL), String::new())
+                (
+                    format!("blk:serial={DUMP_SERIAL}"),
+                    disk_args_on(VirtioBus::of(cfg.arch), &disk, "d0", DUMP_SERIAL),
+                    String::new(),
+                )
             }
             _ => {
                 let s = Server::start(&cfg.lifeboat_bin, &dir.join("crash"), &dir.join("serve.log"), &[])
                     .map_err(|f| f.0)?;
                 let port = s.addr.port();
                 server = Some(s);
-                (format!("net:10.0.2.2:{port}"), net_args(), format!(" {NET_OPTS} lifeboat.host=bench"))
+                (
+                    format!("net:10.0.2.2:{port}"),
+                    net_args_on(VirtioBus::of(cfg.arch)),
+                    format!(" {NET_OPTS} lifeboat.host=bench"),
+                )
             }
         };
         let cmdline = format!("{}{opts}", base_cmdline(&image, &sinks));
         println!("bench: {sink}: {mib} MiB of synthetic memory …");
-        let fin = QemuBoot { capture_elf: &cfg.capture_elf, dir: &dir, cmdline: &cmdline, blobs: &blobs, extra: &extra, timeout }
+        let fin = QemuBoot { arch: cfg.arch, capture_elf: &cfg.capture_elf, dir: &dir, cmdline: &cmdline, blobs: &blobs, extra: &extra, timeout }
             .run()?;
         let console = console_of(&dir);
         let (seconds, dump_bytes, wire_bytes) = console_numbers(&console).unwrap_or((0.0, 0, 0));

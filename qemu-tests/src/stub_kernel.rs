@@ -1,9 +1,13 @@
 //! Hand-assembled stand-ins for the capture kernel, to test the harness itself (QEMU command
 //! line, loader placement, serial capture, exit statuses, timeouts) without the real kernel.
 //!
-//! Each is a 32-bit ELF with a PT_LOAD at 2 MiB and the PVH entry note (`"Xen"`, type 18,
-//! `XEN_ELFNOTE_PHYS32_ENTRY`) that QEMU's `-kernel` needs for ELF images. QEMU enters it in
-//! 32-bit protected mode with paging off.
+//! x86_64: each is a 32-bit ELF with a PT_LOAD at 2 MiB and the PVH entry note (`"Xen"`, type
+//! 18, `XEN_ELFNOTE_PHYS32_ENTRY`) that QEMU's `-kernel` needs for ELF images. QEMU enters it
+//! in 32-bit protected mode with paging off.
+//!
+//! aarch64 ([`arm64`]): each is a Linux arm64 Image (64-byte header, `Documentation/arch/
+//! arm64/booting.rst`) that QEMU `virt` loads 2 MiB into RAM and enters at EL1 with the MMU
+//! off; it writes to the PL011 at 0x0900_0000 and exits through semihosting.
 
 const LOAD: u32 = 0x20_0000;
 const CODE_OFF: usize = 0x100;
@@ -94,21 +98,303 @@ fn elf32(code: &[u8]) -> Vec<u8> {
     f
 }
 
+/// arm64 Images, assembled by [`A64`] (encodings from the Arm ARM, checked against
+/// `llvm-mc -triple=aarch64 -show-encoding`).
+pub mod arm64 {
+    use crate::synth::GuestLayout;
+    use crate::Arch;
+
+    /// PL011 UART data register on QEMU `virt`; its control register is at +0x30.
+    const PL011: u32 = 0x0900_0000;
+    /// Semihosting `SYS_EXIT_EXTENDED` and its reason `ADP_Stopped_ApplicationExit`.
+    const SYS_EXIT_EXTENDED: u32 = 0x20;
+    const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;
+
+    /// A kernel that prints `lifeboat: magic=` + the 4 bytes where the suite puts the
+    /// elfcorehdr (1 GiB + 16 MiB), then a "no ELF header" failure verdict, and exits through
+    /// semihosting with status 5 (value 2, as the x86 stub's port write).
+    pub fn says_not_an_elf() -> Vec<u8> {
+        let elfcorehdr = GuestLayout::of(Arch::Aarch64).meta_base;
+        let mut a = A64::new();
+        a.uart_on();
+        a.adr(1, "msg1");
+        a.bl("print");
+        a.movz_hi(3, elfcorehdr);
+        a.movz(5, 4);
+        a.label("bytes");
+        a.put(0x3840_1462); // ldrb w2, [x3], #1
+        a.put(0xb900_0002); // str w2, [x0]
+        a.put(0xf100_04a5); // subs x5, x5, #1
+        a.b_ne("bytes");
+        a.adr(1, "msg2");
+        a.bl("print");
+        a.exit(5);
+        a.print_routine();
+        a.data("msg1", b"lifeboat: magic=\0");
+        a.data(
+            "msg2",
+            b"\nlifeboat: no ELF header at elfcorehdr\nlifeboat: verdict: failed: no ELF header\n\0",
+        );
+        image(&a.finish())
+    }
+
+    /// A kernel that prints one line and then waits for interrupts forever (all masked).
+    pub fn hangs() -> Vec<u8> {
+        let mut a = A64::new();
+        a.uart_on();
+        a.adr(1, "msg");
+        a.bl("print");
+        a.label("wait");
+        a.put(0xd503_207f); // wfi
+        a.b("wait");
+        a.print_routine();
+        a.data("msg", b"lifeboat: stuck on purpose\n\0");
+        image(&a.finish())
+    }
+
+    /// A kernel that prints `lifeboat: verdict: complete` and exits with status `status`.
+    pub fn exits_with(status: u8) -> Vec<u8> {
+        let mut a = A64::new();
+        a.uart_on();
+        a.adr(1, "msg");
+        a.bl("print");
+        a.exit(status);
+        a.print_routine();
+        a.data("msg", b"lifeboat: verdict: complete\n\0");
+        image(&a.finish())
+    }
+
+    /// The 64-byte arm64 Image header in front of `code`, which starts at offset 0x40.
+    fn image(code: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 0x40];
+        let b_code = 0x1400_0000u32 | (0x40 / 4); // code0: b +0x40
+        f[0..4].copy_from_slice(&b_code.to_le_bytes());
+        // text_offset 0 (QEMU then loads at RAM + 2 MiB), image_size, flags: little-endian,
+        // 4 KiB pages (1 << 1), anywhere in RAM (1 << 3).
+        let image_size = (0x40 + code.len() as u64).next_multiple_of(0x1000);
+        f[16..24].copy_from_slice(&image_size.to_le_bytes());
+        f[24..32].copy_from_slice(&0xau64.to_le_bytes());
+        f[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        f.extend_from_slice(code);
+        f
+    }
+
+    /// A tiny A64 assembler: instruction words, labels, and the PC-relative forms the stubs
+    /// use, resolved in [`A64::finish`]. Data goes after the code, 8-byte aligned.
+    struct A64 {
+        words: Vec<u32>,
+        labels: Vec<(&'static str, usize)>,
+        /// (word index, label, kind)
+        fixups: Vec<(usize, &'static str, Fix)>,
+        data: Vec<(&'static str, Vec<u8>)>,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Fix {
+        /// `b`/`bl`: imm26 words.
+        Branch26,
+        /// `b.cond`/`cbz`: imm19 words at bit 5.
+        Branch19,
+        /// `adr`: imm21 bytes, immlo at bit 29, immhi at bit 5.
+        Adr,
+    }
+
+    impl A64 {
+        fn new() -> Self {
+            A64 {
+                words: vec![],
+                labels: vec![],
+                fixups: vec![],
+                data: vec![],
+            }
+        }
+        fn put(&mut self, w: u32) {
+            self.words.push(w);
+        }
+        fn label(&mut self, name: &'static str) {
+            self.labels.push((name, self.words.len() * 4));
+        }
+        fn fix(&mut self, w: u32, to: &'static str, kind: Fix) {
+            self.fixups.push((self.words.len(), to, kind));
+            self.put(w);
+        }
+        fn b(&mut self, to: &'static str) {
+            self.fix(0x1400_0000, to, Fix::Branch26);
+        }
+        fn bl(&mut self, to: &'static str) {
+            self.fix(0x9400_0000, to, Fix::Branch26);
+        }
+        fn b_ne(&mut self, to: &'static str) {
+            self.fix(0x5400_0001, to, Fix::Branch19);
+        }
+        fn cbz_w(&mut self, rt: u32, to: &'static str) {
+            self.fix(0x3400_0000 | rt, to, Fix::Branch19);
+        }
+        fn adr(&mut self, rd: u32, to: &'static str) {
+            self.fix(0x1000_0000 | rd, to, Fix::Adr);
+        }
+        /// `movz xd, #imm16`.
+        fn movz(&mut self, rd: u32, imm16: u32) {
+            assert!(imm16 <= 0xffff);
+            self.put(0xd280_0000 | imm16 << 5 | rd);
+        }
+        /// `movz xd, #(value >> 16), lsl #16` for a 64 KiB-aligned value below 4 GiB.
+        fn movz_hi(&mut self, rd: u32, value: u64) {
+            assert!(
+                value < 1 << 32 && value.is_multiple_of(1 << 16),
+                "{value:#x}"
+            );
+            self.put(0xd2a0_0000 | ((value >> 16) as u32) << 5 | rd);
+        }
+        /// x0 = the PL011, turned on (UARTCR = UARTEN | TXE | RXE).
+        fn uart_on(&mut self) {
+            self.movz_hi(0, u64::from(PL011));
+            self.put(0x5280_6024); // mov w4, #0x301
+            self.put(0xb900_3004); // str w4, [x0, #0x30]
+        }
+        /// `print`: write the NUL-terminated string at x1 to the UART at x0.
+        fn print_routine(&mut self) {
+            self.label("print");
+            self.put(0x3840_1422); // ldrb w2, [x1], #1
+            self.cbz_w(2, "print_done");
+            self.put(0xb900_0002); // str w2, [x0]
+            self.b("print");
+            self.label("print_done");
+            self.put(0xd65f_03c0); // ret
+        }
+        /// Semihosting `SYS_EXIT_EXTENDED(ADP_Stopped_ApplicationExit, status)`: QEMU exits
+        /// with `status`.
+        fn exit(&mut self, status: u8) {
+            let mut block = ADP_STOPPED_APPLICATION_EXIT.to_le_bytes().to_vec();
+            block.extend_from_slice(&u64::from(status).to_le_bytes());
+            let name: &'static str = Box::leak(format!("exit{status}").into_boxed_str());
+            self.data.push((name, block));
+            self.movz(0, SYS_EXIT_EXTENDED);
+            self.adr(1, name);
+            self.put(0xd45e_0000); // hlt #0xf000
+            self.label("exit_spin");
+            self.b("exit_spin");
+        }
+        fn data(&mut self, name: &'static str, bytes: &[u8]) {
+            self.data.push((name, bytes.to_vec()));
+        }
+
+        /// The code and data as bytes, every label resolved.
+        fn finish(mut self) -> Vec<u8> {
+            let mut at = (self.words.len() * 4).next_multiple_of(8);
+            let mut tail = vec![0u8; at - self.words.len() * 4];
+            for (name, bytes) in std::mem::take(&mut self.data) {
+                self.labels.push((name, at));
+                tail.extend_from_slice(&bytes);
+                at += bytes.len();
+                let pad = at.next_multiple_of(8) - at;
+                tail.extend(std::iter::repeat_n(0, pad));
+                at += pad;
+            }
+            for &(i, to, kind) in &self.fixups {
+                let target = self
+                    .labels
+                    .iter()
+                    .find(|(n, _)| *n == to)
+                    .unwrap_or_else(|| panic!("no label {to}"))
+                    .1;
+                let off = target as i64 - (i * 4) as i64;
+                let w = &mut self.words[i];
+                match kind {
+                    Fix::Branch26 => *w |= ((off / 4) as u32) & 0x03ff_ffff,
+                    Fix::Branch19 => *w |= (((off / 4) as u32) & 0x7_ffff) << 5,
+                    Fix::Adr => {
+                        let imm = off as u32 & 0x1f_ffff;
+                        *w |= (imm & 3) << 29 | (imm >> 2) << 5;
+                    }
+                }
+            }
+            let mut out: Vec<u8> = self.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            out.extend_from_slice(&tail);
+            out
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Encodings `llvm-mc -triple=aarch64 -show-encoding` gives for the same code.
+        #[test]
+        fn assembler_matches_llvm_mc() {
+            let mut a = A64::new();
+            a.uart_on();
+            a.movz_hi(3, 0x4100_0000);
+            a.movz(0, 0x20);
+            a.label("l");
+            a.b_ne("l");
+            a.bl("f");
+            a.adr(1, "d");
+            a.label("f");
+            a.cbz_w(2, "l");
+            a.b("l");
+            a.data("d", b"x");
+            let w: Vec<u32> = a
+                .finish()
+                .chunks(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(
+                &w[..10],
+                &[
+                    0xd2a1_2000, // mov x0, #0x9000000
+                    0x5280_6024, // mov w4, #0x301
+                    0xb900_3004, // str w4, [x0, #48]
+                    0xd2a8_2003, // mov x3, #0x41000000
+                    0xd280_0400, // mov x0, #0x20
+                    0x5400_0001, // b.ne . (to itself)
+                    0x9400_0002, // bl +8
+                    0x1000_0061, // adr x1, +12
+                    0x34ff_ffa2, // cbz w2, -12
+                    0x17ff_fffc, // b -16
+                ]
+            );
+            assert_eq!(w[10], u32::from(b'x'));
+        }
+
+        #[test]
+        fn images_have_the_arm64_header() {
+            for im in [says_not_an_elf(), hangs(), exits_with(1)] {
+                assert_eq!(&im[0x38..0x3c], b"ARM\x64");
+                assert_eq!(
+                    u32::from_le_bytes(im[0..4].try_into().unwrap()),
+                    0x1400_0010
+                );
+                let size = u64::from_le_bytes(im[16..24].try_into().unwrap());
+                assert!(size >= im.len() as u64 && size.is_multiple_of(4096));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scenario::{self, Kind, Mutation, Scenario};
-    use crate::SuiteConfig;
+    use crate::{Arch, SuiteConfig};
     use std::time::Duration;
 
     fn qemu_available() -> bool {
-        std::process::Command::new(crate::qemu::qemu_binary())
+        qemu_available_for(Arch::X86_64)
+    }
+
+    fn qemu_available_for(arch: Arch) -> bool {
+        std::process::Command::new(crate::qemu::qemu_binary_for(arch))
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
     }
 
     fn setup(name: &str, kernel: Vec<u8>) -> SuiteConfig {
+        setup_for(Arch::X86_64, name, kernel)
+    }
+
+    fn setup_for(arch: Arch, name: &str, kernel: Vec<u8>) -> SuiteConfig {
         let dir =
             std::env::temp_dir().join(format!("qemu-tests-stub-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -116,6 +402,7 @@ mod tests {
         std::fs::write(&elf, kernel).unwrap();
         SuiteConfig {
             capture_elf: elf,
+            arch,
             lifeboat_bin: "/nonexistent".into(),
             work_dir: dir,
             filter: None,
@@ -180,6 +467,164 @@ mod tests {
         assert!(r.seconds < 30.0);
         std::fs::remove_dir_all(&cfg.work_dir).unwrap();
     }
+
+    #[test]
+    fn harness_passes_an_arm64_kernel_that_refuses_a_bad_elf() {
+        if !qemu_available_for(Arch::Aarch64) {
+            eprintln!("qemu-system-aarch64 not available; skipping");
+            return;
+        }
+        let cfg = setup_for(Arch::Aarch64, "arm64-bad-magic", arm64::says_not_an_elf());
+        let s = scenario::for_arch(Arch::Aarch64)
+            .into_iter()
+            .find(|s| s.name == "malformed-bad-magic")
+            .unwrap();
+        let r = scenario::run(&s, &cfg);
+        assert!(r.passed, "{r:?}");
+        assert_eq!(r.name, "aarch64/malformed-bad-magic");
+        let all = r.details.join("\n");
+        // The stub printed the first bytes at 1 GiB + 16 MiB: the loader put the (broken)
+        // header there, and the command line named that address.
+        assert!(all.contains("lifeboat: magic=LBOT"), "{all}");
+        assert!(all.contains("cmdline: elfcorehdr=0x41000000 "), "{all}");
+        assert!(all.contains("exit status 5"), "{all}");
+        assert!(
+            all.contains("qemu-system-aarch64") && all.contains("virt"),
+            "{all}"
+        );
+        assert!(cfg
+            .work_dir
+            .join("aarch64/malformed-bad-magic/serial.bin")
+            .is_file());
+
+        // The same kernel fails a scenario that expects another message, and says why.
+        let s = Scenario {
+            name: "malformed-overlap",
+            seed: 3,
+            timeout: Duration::from_secs(60),
+            kind: Kind::Malformed(Mutation::Overlap),
+        };
+        let r = scenario::run(&s, &cfg);
+        let f = r.failure.unwrap();
+        assert!(
+            f.starts_with(
+                "scenario aarch64/malformed-overlap failed: no console line contains \"overlaps\""
+            ) && f.contains("| lifeboat: verdict: failed: no ELF header"),
+            "{f}"
+        );
+        std::fs::remove_dir_all(&cfg.work_dir).unwrap();
+    }
+
+    #[test]
+    fn harness_times_out_a_hanging_arm64_kernel_and_shows_the_console() {
+        if !qemu_available_for(Arch::Aarch64) {
+            eprintln!("qemu-system-aarch64 not available; skipping");
+            return;
+        }
+        let cfg = setup_for(Arch::Aarch64, "arm64-hang", arm64::hangs());
+        let s = Scenario {
+            name: "hang",
+            seed: 1,
+            timeout: Duration::from_secs(3),
+            kind: Kind::Malformed(Mutation::BadMagic),
+        };
+        let r = scenario::run(&s, &cfg);
+        let f = r.failure.unwrap();
+        assert!(
+            f.contains("timed out after 3 s") && f.contains("| lifeboat: stuck on purpose"),
+            "{f}"
+        );
+        assert!(r.seconds < 30.0);
+        std::fs::remove_dir_all(&cfg.work_dir).unwrap();
+    }
+
+    /// Every exit value the kernel can report reaches the harness as the same QEMU status as
+    /// on x86_64, through semihosting.
+    #[test]
+    fn arm64_semihosting_exit_statuses() {
+        if !qemu_available_for(Arch::Aarch64) {
+            eprintln!("qemu-system-aarch64 not available; skipping");
+            return;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("qemu-tests-stub-arm64-exit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (status, says) in [
+            (1, "dump complete"),
+            (3, "dump incomplete"),
+            (5, "failed before dumping"),
+        ] {
+            let image = dir.join(format!("Image{status}"));
+            std::fs::write(&image, arm64::exits_with(status)).unwrap();
+            let b = crate::qemu::QemuBoot {
+                arch: Arch::Aarch64,
+                capture_elf: &image,
+                dir: &dir,
+                cmdline: "lifeboat.exit_port=0xf4",
+                blobs: &[],
+                extra: &[],
+                timeout: Duration::from_secs(30),
+            };
+            let f = b.run().unwrap();
+            assert_eq!(f.code(), Some(i32::from(status)), "{f:?}");
+            assert!(crate::qemu::describe_qemu_exit(&f, b.timeout).contains(says));
+            let serial = std::fs::read(b.serial_path()).unwrap();
+            assert_eq!(
+                crate::qemu::verdict(&crate::qemu::console_lines(&serial)),
+                Some("complete")
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// QEMU starts with the synthetic RAM of the largest arm64 dump scenarios next to its own
+    /// device tree (it refuses overlapping ROMs and loader blobs), and the stub still finds the
+    /// elfcorehdr where the suite said.
+    #[test]
+    fn arm64_blobs_load_around_the_device_tree() {
+        if !qemu_available_for(Arch::Aarch64) {
+            eprintln!("qemu-system-aarch64 not available; skipping");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "qemu-tests-stub-arm64-blobs-{}",
+            std::process::id()
+        ));
+        let im = crate::synth::SynthImage::generate(&crate::synth::SynthSpec::new_for(
+            Arch::Aarch64,
+            0x256,
+            160 << 20,
+        ))
+        .unwrap();
+        let dtb = crate::synth::VIRT_DTB;
+        assert!(
+            im.ranges.iter().any(|r| r.paddr < dtb) && im.ranges.iter().any(|r| r.paddr > dtb),
+            "the ranges lie on both sides of the device tree: {:x?}",
+            im.ranges
+        );
+        let blobs = im.write_blobs(&dir.join("mem")).unwrap();
+        let image = dir.join("Image");
+        std::fs::write(&image, arm64::says_not_an_elf()).unwrap();
+        let b = crate::qemu::QemuBoot {
+            arch: Arch::Aarch64,
+            capture_elf: &image,
+            dir: &dir,
+            cmdline: "x",
+            blobs: &blobs,
+            extra: &[],
+            timeout: Duration::from_secs(60),
+        };
+        let f = b.run().unwrap();
+        let err = std::fs::read_to_string(dir.join("qemu.stderr")).unwrap_or_default();
+        assert_eq!(f.code(), Some(5), "{f:?}: {err}");
+        let serial = std::fs::read(b.serial_path()).unwrap();
+        assert!(
+            serial.windows(20).any(|w| w == b"lifeboat: magic=\x7fELF"),
+            "{}",
+            String::from_utf8_lossy(&serial)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +650,7 @@ mod big {
         let elf = dir.join("stub.elf");
         std::fs::write(&elf, says_not_an_elf()).unwrap();
         let b = QemuBoot {
+            arch: crate::Arch::X86_64,
             capture_elf: &elf,
             dir: &dir,
             cmdline: "x",

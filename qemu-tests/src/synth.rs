@@ -1,7 +1,8 @@
 //! Synthetic "crashed kernel" memory for the QEMU tests.
 //!
 //! From a seed and a size this module lays out what a crashed x86_64 Linux would have left for
-//! its capture kernel (reference: kdump-formats-and-boot-protocols.md §3.1, §6):
+//! its capture kernel (reference: kdump-formats-and-boot-protocols.md §3.1, §6), or a crashed
+//! arm64 Linux ([`Arch::Aarch64`], see "arm64" below):
 //!
 //! - RAM ranges (PT_LOADs with `p_vaddr = PAGE_OFFSET + p_paddr`, `p_offset = p_paddr`) with
 //!   holes between them, the first one starting and ending off a 2 MiB boundary;
@@ -24,6 +25,24 @@
 //! | 16 MiB (`META_BASE`) | elfcorehdr (≤ 64 KiB), then the note buffers |
 //! | 17 MiB (`BACKUP_COPY`) | the 640 KiB backup copy of old pfns 0..160 |
 //! | 18 MiB + 12 KiB … | the RAM ranges and their holes |
+//!
+//! ## arm64
+//!
+//! The same machine as a 6.1 arm64 kernel with 4 KiB pages and 48-bit VAs would leave it
+//! (Linux `arch/arm64/include/asm/memory.h`, `arch/arm64/kernel/vmcore_info.c`,
+//! `include/linux/elfcore.h`; kexec_file's `crash_prepare_elf64_headers()`): `e_machine`
+//! `EM_AARCH64`, no backup range (that is x86 kexec-tools only), RAM PT_LOADs with linear-map
+//! addresses `p_vaddr = (p_paddr - PHYS_OFFSET) | PAGE_OFFSET`, the kernel-text PT_LOAD at
+//! `KIMAGE_VADDR` + KASLR offset, 392-byte `struct elf_prstatus` notes (34 registers: x0..x30,
+//! sp, pc, pstate), and arm64's VMCOREINFO keys (`NUMBER(kimage_voffset)`,
+//! `NUMBER(PHYS_OFFSET)`, `NUMBER(VA_BITS)`, `SYMBOL(swapper_pg_dir)`, …). Like the x86_64
+//! machine it has no page tables and no `struct page`s to speak of (`swapper_pg_dir` is an
+//! all-zero page), so the capture kernel dumps it at level 1.
+//!
+//! QEMU `virt` RAM starts at 1 GiB ([`VIRT_RAM_START`]), and every address above moves up by
+//! that much: the elfcorehdr at 1 GiB + 16 MiB, the RAM ranges from 1 GiB + 18 MiB. QEMU
+//! itself puts its boot stub at the start of RAM, the Image 2 MiB in, and the device tree at
+//! 1 GiB + 128 MiB ([`VIRT_DTB`]): the RAM ranges leave a hole there.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -32,6 +51,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::prng::SplitMix64;
+pub use crate::Arch;
 
 pub const PAGE_SIZE: u64 = 4096;
 const PAGE: usize = PAGE_SIZE as usize;
@@ -80,6 +100,42 @@ pub const PRSTATUS_REG_OFFSET: usize = 112;
 pub const PRSTATUS_PID_OFFSET: usize = 32;
 /// Number of registers in x86_64 `struct user_regs_struct`.
 pub const PRSTATUS_NREGS: usize = 27;
+
+/// QEMU `virt`: where its RAM starts (`/memory@40000000` in `-M virt,dumpdtb=…`).
+pub const VIRT_RAM_START: u64 = 0x4000_0000;
+/// QEMU `virt` with `-kernel Image`: where QEMU 7.2 writes its 1 MiB device tree, for guests
+/// with at least 256 MiB of RAM: RAM start + min(RAM / 2, 128 MiB), 2 MiB aligned
+/// (`hw/arm/boot.c`; measured with `info roms`, the same for 512 MiB and 1 GiB).
+pub const VIRT_DTB: u64 = VIRT_RAM_START + 128 * MIB;
+/// The hole the arm64 RAM ranges leave for the device tree: its 2 MiB-aligned block.
+pub const VIRT_DTB_HOLE: u64 = 2 * MIB;
+/// Smallest guest RAM for which [`VIRT_DTB`] holds.
+pub const VIRT_MIN_GUEST_RAM: u64 = 256 * MIB;
+
+/// arm64, VA_BITS 48, Linux ≥ 5.4: the linear map starts at `-(1 << 48)`.
+pub const ARM64_PAGE_OFFSET: u64 = 0xffff_0000_0000_0000;
+/// arm64 `PHYS_OFFSET` (`memstart_addr`): the start of RAM, rounded down to 1 GiB.
+pub const ARM64_PHYS_OFFSET: u64 = VIRT_RAM_START;
+/// arm64 `VA_BITS`.
+pub const ARM64_VA_BITS: u64 = 48;
+/// arm64 `MODULES_VADDR` = `_PAGE_END(VA_BITS_MIN)`.
+pub const ARM64_MODULES_VADDR: u64 = 0xffff_8000_0000_0000;
+/// arm64 `KIMAGE_VADDR` = `MODULES_END` (6.1: 128 MiB of modules); `_text` without KASLR.
+pub const ARM64_KIMAGE_VADDR: u64 = ARM64_MODULES_VADDR + 128 * MIB;
+/// arm64 `VMEMMAP_START` = `-(1 << (VA_BITS - (PAGE_SHIFT - STRUCT_PAGE_MAX_SHIFT)))`.
+pub const ARM64_VMEMMAP_START: u64 = 0xffff_fc00_0000_0000;
+/// arm64 `VMEMMAP_END` = `VMEMMAP_START + (1 << 47 >> 6)`.
+pub const ARM64_VMEMMAP_END: u64 = 0xffff_fe00_0000_0000;
+/// arm64 `VMALLOC_END` = `VMEMMAP_START - SZ_256M`.
+pub const ARM64_VMALLOC_END: u64 = ARM64_VMEMMAP_START - 256 * MIB;
+/// `sizeof(struct elf_prstatus)` on arm64: the common part (112 bytes), `pr_reg` (34 × 8),
+/// `pr_fpvalid`, padding (checked with gcc on an LP64 host).
+pub const ARM64_PRSTATUS_SIZE: usize = 392;
+/// Number of registers in arm64 `struct user_pt_regs`: x0..x30, sp, pc, pstate.
+pub const ARM64_PRSTATUS_NREGS: usize = 34;
+/// Where `pr_reg` starts in both architectures' `struct elf_prstatus`.
+const _: () = assert!(ARM64_PRSTATUS_SIZE == PRSTATUS_REG_OFFSET + ARM64_PRSTATUS_NREGS * 8 + 8);
+const _: () = assert!(PRSTATUS_SIZE == PRSTATUS_REG_OFFSET + PRSTATUS_NREGS * 8 + 8);
 /// Every page of synthetic content starts with `source address ^ STAMP_MAGIC` unless it is a
 /// zero page, so a misplaced page can be traced back to where it came from.
 pub const STAMP_MAGIC: u64 = 0x5354_414d_5000_0000;
@@ -89,6 +145,7 @@ pub const PT_LOAD: u32 = 1;
 pub const PT_NOTE: u32 = 4;
 pub const ET_CORE: u16 = 4;
 pub const EM_X86_64: u16 = 62;
+pub const EM_AARCH64: u16 = 183;
 pub const NT_PRSTATUS: u32 = 1;
 const ELF64_EHDR_SIZE: usize = 64;
 const ELF64_PHDR_SIZE: usize = 56;
@@ -115,6 +172,46 @@ pub const SPARSE_EDGE_WINDOW: u64 = MIB;
 /// [`Shape::Sparse`]: the kernel-text view (and so the `struct new_utsname`) is this long.
 pub const SPARSE_TEXT_LEN: u64 = 4 * MIB;
 
+/// Where the synthetic machine lives in the QEMU guest of one architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestLayout {
+    /// Where the guest's RAM starts.
+    pub ram_start: u64,
+    /// The elfcorehdr, then the note buffers from `notes_base`.
+    pub meta_base: u64,
+    pub notes_base: u64,
+    /// x86 kexec-tools' backup copy of the first 640 KiB; `None`: no backup range.
+    pub backup_copy: Option<u64>,
+    /// First address for RAM ranges.
+    pub ram_base: u64,
+    /// A block of guest RAM that QEMU writes before the kernel starts and that the RAM
+    /// ranges leave out (start, length).
+    pub qemu_hole: Option<(u64, u64)>,
+}
+
+impl GuestLayout {
+    pub fn of(arch: Arch) -> Self {
+        match arch {
+            Arch::X86_64 => GuestLayout {
+                ram_start: 0,
+                meta_base: META_BASE,
+                notes_base: NOTES_BASE,
+                backup_copy: Some(BACKUP_COPY),
+                ram_base: RAM_BASE,
+                qemu_hole: None,
+            },
+            Arch::Aarch64 => GuestLayout {
+                ram_start: VIRT_RAM_START,
+                meta_base: VIRT_RAM_START + META_BASE,
+                notes_base: VIRT_RAM_START + NOTES_BASE,
+                backup_copy: None,
+                ram_base: VIRT_RAM_START + RAM_BASE,
+                qemu_hole: Some((VIRT_DTB, VIRT_DTB_HOLE)),
+            },
+        }
+    }
+}
+
 /// How the RAM ranges are laid out and filled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
@@ -134,10 +231,12 @@ pub enum Shape {
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct SynthSpec {
+    /// The crashed machine's architecture ([`Shape::Sparse`]: x86_64 only).
+    pub arch: Arch,
     pub seed: u64,
-    /// Bytes of RAM covered by the RAM PT_LOADs, including the 640 KiB backup range.
+    /// Bytes of RAM covered by the RAM PT_LOADs, including the 640 KiB backup range (x86_64).
     pub ram_bytes: u64,
-    /// Number of RAM PT_LOADs including the backup range (≥ 3).
+    /// Number of RAM PT_LOADs including the backup range on x86_64 (≥ 3).
     pub ram_ranges: usize,
     /// Number of CPUs (one PRSTATUS note each).
     pub cpus: usize,
@@ -155,10 +254,16 @@ pub struct SynthSpec {
 }
 
 impl SynthSpec {
-    /// The usual shape: 2 CPUs, VMCOREINFO, 5–8 RAM ranges chosen by the seed.
+    /// The usual x86_64 shape: 2 CPUs, VMCOREINFO, 5–8 RAM ranges chosen by the seed.
     pub fn new(seed: u64, ram_bytes: u64) -> Self {
+        Self::new_for(Arch::X86_64, seed, ram_bytes)
+    }
+
+    /// [`Self::new`] for a crashed machine of `arch`.
+    pub fn new_for(arch: Arch, seed: u64, ram_bytes: u64) -> Self {
         let ram_ranges = SplitMix64::for_key(seed, 0xc047).range(5, 8) as usize;
         Self {
+            arch,
             seed,
             ram_bytes,
             ram_ranges,
@@ -181,6 +286,7 @@ impl SynthSpec {
     /// ([`SynthSpec::sparse_cover`]).
     pub fn sparse_covering(seed: u64, guest_ram: u64, cover: Option<u64>) -> Self {
         let mut spec = Self {
+            arch: Arch::X86_64,
             seed,
             ram_bytes: 0,
             ram_ranges: 7,
@@ -205,6 +311,15 @@ pub fn pc_ram_map(guest_ram: u64) -> Vec<Range<u64>> {
         ]
     } else {
         std::iter::once(0..guest_ram).collect()
+    }
+}
+
+/// The direct-map (linear-map) address of physical address `paddr` in a crashed machine of
+/// `arch` ([`SynthImage::linear_vaddr`]).
+pub fn linear_vaddr(arch: Arch, paddr: u64) -> u64 {
+    match arch {
+        Arch::X86_64 => PAGE_OFFSET.wrapping_add(paddr),
+        Arch::Aarch64 => paddr.wrapping_sub(ARM64_PHYS_OFFSET) | ARM64_PAGE_OFFSET,
     }
 }
 
@@ -273,6 +388,8 @@ impl Phdr {
 #[derive(Clone, Debug)]
 pub struct ElfCoreHeader {
     pub ident_magic: [u8; 4],
+    /// [`EM_X86_64`] or [`EM_AARCH64`].
+    pub e_machine: u16,
     /// `None`: the real number of phdrs.
     pub e_phnum_override: Option<u16>,
     pub phdrs: Vec<Phdr>,
@@ -285,7 +402,7 @@ impl ElfCoreHeader {
         b.extend_from_slice(&[2, 1, 1, 0]); // ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_NONE
         b.extend_from_slice(&[0; 8]);
         b.extend_from_slice(&ET_CORE.to_le_bytes());
-        b.extend_from_slice(&EM_X86_64.to_le_bytes());
+        b.extend_from_slice(&self.e_machine.to_le_bytes());
         b.extend_from_slice(&1u32.to_le_bytes()); // e_version
         b.extend_from_slice(&0u64.to_le_bytes()); // e_entry
         b.extend_from_slice(&(ELF64_EHDR_SIZE as u64).to_le_bytes()); // e_phoff
@@ -338,7 +455,10 @@ pub struct SynthImage {
     pub text_paddr: u64,
     pub text_len: u64,
     pub text_vaddr: u64,
+    /// What the dump's sub header must say as `phys_base`: x86_64 `NUMBER(phys_base)`, arm64
+    /// `NUMBER(PHYS_OFFSET)`.
     pub phys_base: u64,
+    /// The KASLR offset (`KERNELOFFSET`).
     pub kernel_offset: u64,
     pub init_uts_ns_vaddr: u64,
     /// Physical address of the `struct new_utsname` (in a RAM range's source).
@@ -389,16 +509,19 @@ impl SynthImage {
             Shape::Sparse => layout_sparse(spec)?,
         };
         let mut rng = SplitMix64::for_key(spec.seed, 0x7e47);
+        let guest = GuestLayout::of(spec.arch);
+        // The first RAM range that is not the backup range.
+        let first = usize::from(guest.backup_copy.is_some());
 
         // Kernel text: half of the largest non-backup range, 2 MiB aligned when it fits.
         // Sparse: the first range, where a real kernel sits, so every size puts it (and the
         // utsname) at the same place.
         let big = match spec.shape {
-            Shape::Dense => *ranges[1..]
+            Shape::Dense => *ranges[first..]
                 .iter()
                 .max_by_key(|r| r.len)
                 .expect("at least one RAM range"),
-            Shape::Sparse => ranges[1],
+            Shape::Sparse => ranges[first],
         };
         let text_cap = match spec.shape {
             Shape::Dense => 16 * MIB,
@@ -417,10 +540,21 @@ impl SynthImage {
             big.paddr
         };
         let kaslr = 2 * MIB * rng.range(0, 7);
-        let kernel_offset = kaslr.min((text_paddr - 0x100_0000) / (2 * MIB) * (2 * MIB));
-        let text_vaddr = DEFAULT_TEXT_VADDR + kernel_offset;
-        // pa = va - __START_KERNEL_map + phys_base, for va = _text.
-        let phys_base = text_paddr - (text_vaddr - START_KERNEL_MAP);
+        let (kernel_offset, text_vaddr, phys_base) = match spec.arch {
+            Arch::X86_64 => {
+                let kernel_offset = kaslr.min((text_paddr - 0x100_0000) / (2 * MIB) * (2 * MIB));
+                let text_vaddr = DEFAULT_TEXT_VADDR + kernel_offset;
+                // pa = va - __START_KERNEL_map + phys_base, for va = _text.
+                (
+                    kernel_offset,
+                    text_vaddr,
+                    text_paddr - (text_vaddr - START_KERNEL_MAP),
+                )
+            }
+            // The image's virtual place does not depend on its physical one: pa = va -
+            // kimage_voffset ([`SynthImage::kimage_voffset`]).
+            Arch::Aarch64 => (kaslr, ARM64_KIMAGE_VADDR + kaslr, ARM64_PHYS_OFFSET),
+        };
 
         // init_uts_ns in the middle of the text range, the utsname crossing a page boundary.
         let init_uts_ns_paddr = text_paddr + (text_len / 2) / PAGE_SIZE * PAGE_SIZE + 0xefc;
@@ -439,9 +573,13 @@ impl SynthImage {
             init_uts_ns_vaddr,
             utsname_paddr,
             crash_time,
-            elfcorehdr_addr: META_BASE,
+            elfcorehdr_addr: guest.meta_base,
             header: ElfCoreHeader {
                 ident_magic: *b"\x7fELF",
+                e_machine: match spec.arch {
+                    Arch::X86_64 => EM_X86_64,
+                    Arch::Aarch64 => EM_AARCH64,
+                },
                 e_phnum_override: None,
                 phdrs: vec![],
             },
@@ -457,26 +595,34 @@ impl SynthImage {
                 BACKUP_COPY..BACKUP_COPY + BACKUP_SIZE,
                 text_paddr..text_paddr + text_len,
             ];
-            for r in &image.ranges[1..] {
+            for r in &image.ranges[first..] {
                 let edge = SPARSE_EDGE_WINDOW.min(r.len);
                 w.push(r.source..r.source + edge);
                 w.push(r.source + r.len - edge..r.source + r.len);
             }
             image.windows = Some(merge_ranges(w));
         }
-        image.put_bytes(utsname_paddr, &utsname_bytes());
+        image.put_bytes(utsname_paddr, &utsname_bytes_for(spec.arch));
+        if let Some(pgd) = image.swapper_pg_dir_paddr() {
+            // An empty top-level table: every kernel virtual address outside the image is
+            // unmapped, as nothing in this machine needs page tables.
+            image.put_bytes(pgd, &[0; PAGE]);
+        }
         debug_assert!(image.overlays.keys().all(|&p| image.in_window(p)));
 
         let mut phdrs = Vec::new();
-        let mut slot = NOTES_BASE;
+        let mut slot = guest.notes_base;
         for cpu in 0..spec.cpus {
-            let desc = prstatus_desc(cpu, text_vaddr);
+            let desc = match spec.arch {
+                Arch::X86_64 => prstatus_desc(cpu, text_vaddr).to_vec(),
+                Arch::Aarch64 => arm64_prstatus_desc(cpu, text_vaddr).to_vec(),
+            };
             let mut bytes = elf_note("CORE", NT_PRSTATUS, &desc);
             bytes.extend_from_slice(&[0; 12]); // final_note(): an empty Nhdr
             assert!(bytes.len() as u64 <= CPU_NOTE_BUF_SIZE);
             phdrs.push(Phdr::note(slot, CPU_NOTE_BUF_SIZE));
             image.cpu_notes.push(NoteBuffer { addr: slot, bytes });
-            image.prstatus.push(desc.to_vec());
+            image.prstatus.push(desc);
             slot += PAGE_SIZE;
         }
         if spec.with_vmcoreinfo {
@@ -489,16 +635,87 @@ impl SynthImage {
             image.vmcoreinfo = Some(text);
             slot += VMCOREINFO_NOTE_BUF_SIZE;
         }
-        assert!(slot <= BACKUP_COPY);
+        assert!(slot <= guest.meta_base + (BACKUP_COPY - META_BASE));
         phdrs.push(Phdr::load(text_paddr, text_vaddr, text_paddr, text_len));
         for r in &image.ranges {
-            phdrs.push(Phdr::load(r.paddr, PAGE_OFFSET + r.paddr, r.source, r.len));
+            phdrs.push(Phdr::load(
+                r.paddr,
+                image.linear_vaddr(r.paddr),
+                r.source,
+                r.len,
+            ));
         }
         image.header.phdrs = phdrs;
         Ok(image)
     }
 
+    /// The crashed machine's architecture.
+    pub fn arch(&self) -> Arch {
+        self.spec.arch
+    }
+
+    /// The direct-map (linear-map) address of physical address `paddr`: what a RAM PT_LOAD's
+    /// `p_vaddr` says. x86_64: `PAGE_OFFSET + pa`; arm64: `(pa - PHYS_OFFSET) | PAGE_OFFSET`.
+    pub fn linear_vaddr(&self, paddr: u64) -> u64 {
+        linear_vaddr(self.spec.arch, paddr)
+    }
+
+    /// arm64 `kimage_voffset`: kernel-image virtual minus physical address.
+    pub fn kimage_voffset(&self) -> u64 {
+        self.text_vaddr.wrapping_sub(self.text_paddr)
+    }
+
+    /// arm64: where `swapper_pg_dir` is, a quarter into the kernel text (page aligned, away
+    /// from the utsname in the middle). `None` on x86_64.
+    pub fn swapper_pg_dir_paddr(&self) -> Option<u64> {
+        (self.spec.arch == Arch::Aarch64)
+            .then(|| self.text_paddr + (self.text_len / 4) / PAGE_SIZE * PAGE_SIZE)
+    }
+
     fn vmcoreinfo_text(&self) -> String {
+        match self.spec.arch {
+            Arch::X86_64 => self.x86_64_vmcoreinfo_text(),
+            Arch::Aarch64 => self.arm64_vmcoreinfo_text(),
+        }
+    }
+
+    /// The generic keys a 6.1 arm64 kernel writes that the capture kernel uses, then what
+    /// `arch_crash_save_vmcoreinfo()` appends (in its order), then `CRASHTIME`.
+    fn arm64_vmcoreinfo_text(&self) -> String {
+        let pgd = self
+            .swapper_pg_dir_paddr()
+            .expect("arm64")
+            .wrapping_add(self.kimage_voffset());
+        format!(
+            "OSRELEASE={OSRELEASE}\n\
+             PAGESIZE={PAGE_SIZE}\n\
+             SYMBOL(init_uts_ns)={:x}\n\
+             OFFSET(uts_namespace.name)={UTS_NAMESPACE_NAME_OFFSET}\n\
+             SYMBOL(swapper_pg_dir)={pgd:x}\n\
+             SYMBOL(_stext)={:x}\n\
+             NUMBER(VA_BITS)={ARM64_VA_BITS}\n\
+             NUMBER(MODULES_VADDR)={ARM64_MODULES_VADDR:#x}\n\
+             NUMBER(MODULES_END)={ARM64_KIMAGE_VADDR:#x}\n\
+             NUMBER(VMALLOC_START)={ARM64_KIMAGE_VADDR:#x}\n\
+             NUMBER(VMALLOC_END)={ARM64_VMALLOC_END:#x}\n\
+             NUMBER(VMEMMAP_START)={ARM64_VMEMMAP_START:#x}\n\
+             NUMBER(VMEMMAP_END)={ARM64_VMEMMAP_END:#x}\n\
+             NUMBER(kimage_voffset)={:#x}\n\
+             NUMBER(PHYS_OFFSET)={ARM64_PHYS_OFFSET:#x}\n\
+             NUMBER(TCR_EL1_T1SZ)={:#x}\n\
+             KERNELOFFSET={:x}\n\
+             NUMBER(KERNELPACMASK)=0x0\n\
+             CRASHTIME={}\n",
+            self.init_uts_ns_vaddr,
+            self.text_vaddr,
+            self.kimage_voffset(),
+            64 - ARM64_VA_BITS,
+            self.kernel_offset,
+            self.crash_time
+        )
+    }
+
+    fn x86_64_vmcoreinfo_text(&self) -> String {
         format!(
             "OSRELEASE={OSRELEASE}\n\
              PAGESIZE={PAGE_SIZE}\n\
@@ -605,7 +822,8 @@ impl SynthImage {
         std::fs::create_dir_all(dir)?;
         let mut blobs = Vec::new();
 
-        // elfcorehdr and note buffers: one file from META_BASE.
+        // elfcorehdr and note buffers: one file from the elfcorehdr on.
+        let meta_base = self.elfcorehdr_addr;
         let hdr = self.elfcorehdr_bytes();
         let mut meta = hdr.clone();
         if meta.len() as u64 > ELFCOREHDR_ROOM {
@@ -615,7 +833,7 @@ impl SynthImage {
             )));
         }
         for nb in self.cpu_notes.iter().chain(self.vmcoreinfo_note.iter()) {
-            let off = (nb.addr - META_BASE) as usize;
+            let off = (nb.addr - meta_base) as usize;
             if meta.len() < off + nb.bytes.len() {
                 meta.resize(off + nb.bytes.len(), 0);
             }
@@ -625,7 +843,7 @@ impl SynthImage {
         std::fs::write(&path, &meta)?;
         blobs.push(LoaderBlob {
             path,
-            addr: META_BASE,
+            addr: meta_base,
             len: meta.len() as u64,
         });
 
@@ -653,7 +871,9 @@ impl SynthImage {
     }
 }
 
-/// Lay out the RAM ranges: the backup range first, then `ram_ranges - 1` ranges from RAM_BASE.
+/// Lay out the RAM ranges: on x86_64 the backup range first, then `ram_ranges - 1` ranges from
+/// RAM_BASE; on arm64 `ram_ranges` ranges from 1 GiB + RAM_BASE, none over QEMU's device tree
+/// ([`GuestLayout::qemu_hole`]).
 fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
     if spec.ram_ranges < 3 {
         return Err(SynthError::BadShape(format!(
@@ -661,9 +881,15 @@ fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
             spec.ram_ranges
         )));
     }
-    let k = spec.ram_ranges - 1;
+    let guest = GuestLayout::of(spec.arch);
+    let backup = if guest.backup_copy.is_some() {
+        BACKUP_SIZE
+    } else {
+        0
+    };
+    let k = spec.ram_ranges - usize::from(backup > 0);
     let min_pages = 16u64;
-    let total_pages = spec.ram_bytes.saturating_sub(BACKUP_SIZE) / PAGE_SIZE;
+    let total_pages = spec.ram_bytes.saturating_sub(backup) / PAGE_SIZE;
     if total_pages < k as u64 * min_pages {
         return Err(SynthError::BadShape(format!(
             "{} bytes is too little for {k} ranges of at least {min_pages} pages",
@@ -682,21 +908,32 @@ fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
     sizes[k - 1] += total_pages - assigned;
 
     // The first range starts 3 pages past a 2 MiB boundary; make sure it also ends off one.
-    let first_start = RAM_BASE + 3 * PAGE_SIZE;
+    let first_start = guest.ram_base + 3 * PAGE_SIZE;
     if (first_start + sizes[0] * PAGE_SIZE).is_multiple_of(2 * MIB) {
         sizes[0] -= 1;
         sizes[1] += 1;
     }
 
-    let mut ranges = vec![RamRange {
-        paddr: 0,
-        len: BACKUP_SIZE,
-        source: BACKUP_COPY,
-    }];
+    let mut ranges: Vec<RamRange> = guest
+        .backup_copy
+        .map(|copy| RamRange {
+            paddr: 0,
+            len: BACKUP_SIZE,
+            source: copy,
+        })
+        .into_iter()
+        .collect();
     let mut cursor = first_start;
     for (i, &pages) in sizes.iter().enumerate() {
         if i > 0 {
             cursor += rng.range(1, 256) * PAGE_SIZE; // a hole of up to 1 MiB
+        }
+        if let Some((hole, hole_len)) = guest.qemu_hole {
+            // A range that would cover what QEMU writes starts after it instead, as far past
+            // the hole's end as it was past the hole's start (so still off 2 MiB).
+            if cursor < hole + hole_len && hole < cursor + pages * PAGE_SIZE {
+                cursor = hole + hole_len + cursor % (2 * MIB);
+            }
         }
         ranges.push(RamRange {
             paddr: cursor,
@@ -705,7 +942,7 @@ fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
         });
         cursor += pages * PAGE_SIZE;
     }
-    if cursor > spec.guest_ram {
+    if cursor > guest.ram_start + spec.guest_ram {
         return Err(SynthError::DoesNotFit {
             needed_end: cursor,
             guest_ram: spec.guest_ram,
@@ -719,6 +956,12 @@ fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
 /// [`FIRMWARE_TOP_RESERVE`] below 4 GiB, cut at evenly spaced points (a hole of 1–255 pages
 /// at each cut), then shortened to [`SynthSpec::sparse_cover`] if set.
 fn layout_sparse(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
+    if spec.arch != Arch::X86_64 {
+        return Err(SynthError::BadShape(format!(
+            "the sparse shape follows QEMU pc's RAM layout: x86_64 only, not {}",
+            spec.arch
+        )));
+    }
     let map = pc_ram_map(spec.guest_ram);
     let low_end = map[0].end.saturating_sub(FIRMWARE_TOP_RESERVE);
     let first_start = RAM_BASE + 3 * PAGE_SIZE;
@@ -905,15 +1148,21 @@ pub fn stamp_source(page: &[u8]) -> Option<u64> {
     (v.is_multiple_of(PAGE_SIZE) && v < 1 << 46).then_some(v)
 }
 
-/// `struct new_utsname` (include/uapi/linux/utsname.h): six NUL-padded `char[65]`.
+/// `struct new_utsname` (include/uapi/linux/utsname.h): six NUL-padded `char[65]`, of the
+/// x86_64 machine.
 pub fn utsname_bytes() -> [u8; UTSNAME_SIZE] {
+    utsname_bytes_for(Arch::X86_64)
+}
+
+/// [`utsname_bytes`] of a crashed machine of `arch` (`machine` is [`Arch::name`]).
+pub fn utsname_bytes_for(arch: Arch) -> [u8; UTSNAME_SIZE] {
     let mut b = [0u8; UTSNAME_SIZE];
     for (i, s) in [
         UTS_SYSNAME,
         UTS_NODENAME,
         OSRELEASE,
         UTS_VERSION,
-        UTS_MACHINE,
+        arch.name(),
         UTS_DOMAINNAME,
     ]
     .iter()
@@ -940,6 +1189,25 @@ pub fn prstatus_desc(cpu: usize, text_vaddr: u64) -> [u8; PRSTATUS_SIZE] {
         } else {
             prstatus_reg(cpu, r)
         }; // 16 = rip
+        let at = PRSTATUS_REG_OFFSET + r * 8;
+        d[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    d
+}
+
+/// arm64 `struct elf_prstatus` (392 bytes): recognisable x0..x30 as on x86_64, `sp` a
+/// linear-map address, `pc` in the kernel text, `pstate` EL1h with interrupts masked.
+pub fn arm64_prstatus_desc(cpu: usize, text_vaddr: u64) -> [u8; ARM64_PRSTATUS_SIZE] {
+    let mut d = [0u8; ARM64_PRSTATUS_SIZE];
+    d[PRSTATUS_PID_OFFSET..PRSTATUS_PID_OFFSET + 4]
+        .copy_from_slice(&(100 + cpu as u32).to_le_bytes());
+    for r in 0..ARM64_PRSTATUS_NREGS {
+        let v = match r {
+            31 => ARM64_PAGE_OFFSET + 0x0123_0000 + 0x4000 * cpu as u64 + 0x3f40, // sp
+            32 => text_vaddr + 0x1234 + cpu as u64,                               // pc
+            33 => 0x3c5, // pstate: EL1h, D, A, I, F masked
+            _ => prstatus_reg(cpu, r),
+        };
         let at = PRSTATUS_REG_OFFSET + r * 8;
         d[at..at + 8].copy_from_slice(&v.to_le_bytes());
     }
@@ -1294,6 +1562,193 @@ mod tests {
             let data = std::fs::read(&b.path).unwrap();
             assert_eq!(data.len() as u64, r.len);
             assert_eq!(b.addr, r.source);
+            for (i, chunk) in data.chunks(PAGE).enumerate() {
+                assert!(im.dump_page(r.paddr / PAGE_SIZE + i as u64, &mut page));
+                assert_eq!(chunk, &page[..]);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn arm64_image(seed: u64, mib: u64) -> SynthImage {
+        SynthImage::generate(&SynthSpec::new_for(Arch::Aarch64, seed, mib * MIB)).unwrap()
+    }
+
+    #[test]
+    fn arm64_layout_rules_hold_for_many_seeds() {
+        let g = GuestLayout::of(Arch::Aarch64);
+        assert_eq!(
+            (g.ram_start, g.meta_base, g.ram_base),
+            (0x4000_0000, 0x4100_0000, 0x4120_0000)
+        );
+        for seed in 0..100 {
+            for mib in [8, 24, 160, 256] {
+                let im = arm64_image(seed, mib);
+                let r = &im.ranges;
+                assert!(
+                    (5..=8).contains(&r.len()),
+                    "seed {seed}: {} ranges",
+                    r.len()
+                );
+                assert_eq!(
+                    r.iter().map(|r| r.len).sum::<u64>(),
+                    mib * MIB,
+                    "no backup range"
+                );
+                for w in r.windows(2) {
+                    assert!(
+                        w[0].end() < w[1].paddr,
+                        "seed {seed}: no hole between {w:?}"
+                    );
+                }
+                for x in r {
+                    assert_eq!(x.paddr, x.source);
+                    assert!(x.paddr >= g.ram_base && x.end() <= VIRT_RAM_START + GUEST_RAM_BYTES);
+                    assert!(
+                        x.end() <= VIRT_DTB || VIRT_DTB + VIRT_DTB_HOLE <= x.paddr,
+                        "{x:x?}"
+                    );
+                    assert_eq!(x.paddr % PAGE_SIZE, 0);
+                }
+                assert!(!r[0].paddr.is_multiple_of(2 * MIB));
+                // The text view lies inside one RAM range and translates with kimage_voffset.
+                assert!(r
+                    .iter()
+                    .any(|x| x.paddr <= im.text_paddr && im.text_paddr + im.text_len <= x.end()));
+                assert_eq!(
+                    im.text_vaddr.wrapping_sub(im.kimage_voffset()),
+                    im.text_paddr
+                );
+                assert_eq!(im.text_vaddr, ARM64_KIMAGE_VADDR + im.kernel_offset);
+                assert!(im.kernel_offset < 16 * MIB && im.kernel_offset.is_multiple_of(2 * MIB));
+                assert_eq!(
+                    (im.init_uts_ns_vaddr + UTS_NAMESPACE_NAME_OFFSET)
+                        .wrapping_sub(im.kimage_voffset()),
+                    im.utsname_paddr
+                );
+                assert_eq!(im.phys_base, ARM64_PHYS_OFFSET);
+                // The elfcorehdr: EM_AARCH64; text at its KASLR'd address; RAM in the linear map.
+                let h = im.elfcorehdr_bytes();
+                assert_eq!(u16::from_le_bytes([h[18], h[19]]), EM_AARCH64);
+                let loads: Vec<_> = im
+                    .header
+                    .phdrs
+                    .iter()
+                    .filter(|p| p.p_type == PT_LOAD)
+                    .collect();
+                assert_eq!(loads.len(), 1 + r.len());
+                assert_eq!(
+                    (loads[0].p_vaddr, loads[0].p_paddr),
+                    (im.text_vaddr, im.text_paddr)
+                );
+                for (p, x) in loads[1..].iter().zip(r) {
+                    assert_eq!(
+                        (p.p_paddr, p.p_offset, p.p_filesz),
+                        (x.paddr, x.source, x.len)
+                    );
+                    assert_eq!(p.p_vaddr, 0xffff_0000_0000_0000 + (x.paddr - 0x4000_0000));
+                }
+            }
+        }
+        // A range that would cover the device tree moves past it.
+        assert!((0..100).any(|seed| arm64_image(seed, 256)
+            .ranges
+            .iter()
+            .any(|x| x.paddr > VIRT_DTB && x.paddr < VIRT_DTB + VIRT_DTB_HOLE + 2 * MIB)));
+        // Only x86_64 has the sparse shape.
+        let mut spec = SynthSpec::sparse(1, 1 << 30);
+        spec.arch = Arch::Aarch64;
+        assert!(matches!(
+            SynthImage::generate(&spec),
+            Err(SynthError::BadShape(_))
+        ));
+    }
+
+    #[test]
+    fn arm64_notes_vmcoreinfo_and_utsname_are_in_place() {
+        let im = arm64_image(3, 24);
+        assert_eq!(im.elfcorehdr_addr, 0x4100_0000);
+        assert_eq!(im.cpu_notes[0].addr, 0x4101_0000);
+        let n = &im.cpu_notes[1].bytes;
+        // namesz 5, descsz 392, NT_PRSTATUS, "CORE".
+        assert_eq!(&n[..12], &[5, 0, 0, 0, 0x88, 1, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&n[12..17], b"CORE\0");
+        assert_eq!(n.len(), 12 + 8 + ARM64_PRSTATUS_SIZE + 12);
+        let d = &im.prstatus[1];
+        assert_eq!(&n[20..20 + ARM64_PRSTATUS_SIZE], &d[..]);
+        let reg = |i: usize| u64::from_le_bytes(d[112 + 8 * i..120 + 8 * i].try_into().unwrap());
+        assert_eq!(reg(0), prstatus_reg(1, 0));
+        assert_eq!(reg(30), prstatus_reg(1, 30)); // x30 (lr)
+        assert_eq!(reg(32), im.text_vaddr + 0x1234 + 1); // pc
+        assert_eq!(reg(33), 0x3c5); // pstate
+        assert_eq!(u32::from_le_bytes(d[32..36].try_into().unwrap()), 101); // pr_pid
+        let v = im.vmcoreinfo.as_ref().unwrap();
+        assert!(v.starts_with("OSRELEASE=6.1.0-lifeboat-synthetic\nPAGESIZE=4096\n"));
+        for line in [
+            format!("SYMBOL(init_uts_ns)={:x}", im.init_uts_ns_vaddr),
+            "OFFSET(uts_namespace.name)=4".to_string(),
+            format!("SYMBOL(_stext)={:x}", im.text_vaddr),
+            "NUMBER(VA_BITS)=48".to_string(),
+            format!("NUMBER(kimage_voffset)={:#x}", im.kimage_voffset()),
+            "NUMBER(PHYS_OFFSET)=0x40000000".to_string(),
+            "NUMBER(TCR_EL1_T1SZ)=0x10".to_string(),
+            "NUMBER(MODULES_END)=0xffff800008000000".to_string(),
+            format!("KERNELOFFSET={:x}", im.kernel_offset),
+            format!("CRASHTIME={}", im.crash_time),
+        ] {
+            assert!(v.lines().any(|l| l == line), "{line} not in\n{v}");
+        }
+        assert!(!v.contains("phys_base") && !v.contains("init_top_pgt"));
+        // swapper_pg_dir: a page-aligned, all-zero page of the kernel image.
+        let pgd_va = v
+            .lines()
+            .find_map(|l| l.strip_prefix("SYMBOL(swapper_pg_dir)="))
+            .map(|x| u64::from_str_radix(x, 16).unwrap())
+            .unwrap();
+        let pgd = pgd_va.wrapping_sub(im.kimage_voffset());
+        assert_eq!(Some(pgd), im.swapper_pg_dir_paddr());
+        assert!(
+            pgd.is_multiple_of(PAGE_SIZE)
+                && im.text_paddr < pgd
+                && pgd < im.text_paddr + im.text_len
+        );
+        let mut page = [0u8; PAGE];
+        assert!(im.dump_page(pgd / PAGE_SIZE, &mut page));
+        assert!(page.iter().all(|&b| b == 0));
+        // The utsname says aarch64, read back through the dump view.
+        let mut got = Vec::new();
+        let first = im.utsname_paddr / PAGE_SIZE;
+        for pfn in first..first + 2 {
+            assert!(im.dump_page(pfn, &mut page));
+            got.extend_from_slice(&page);
+        }
+        let off = (im.utsname_paddr % PAGE_SIZE) as usize;
+        assert_eq!(
+            &got[off..off + UTSNAME_SIZE],
+            &utsname_bytes_for(Arch::Aarch64)[..]
+        );
+        assert_eq!(&got[off + 4 * 65..off + 4 * 65 + 8], b"aarch64\0");
+    }
+
+    #[test]
+    fn arm64_blobs_hold_what_dump_page_promises() {
+        let dir =
+            std::env::temp_dir().join(format!("qemu-tests-synth-arm64-{}", std::process::id()));
+        let im = arm64_image(11, 8);
+        let blobs = im.write_blobs(&dir).unwrap();
+        assert_eq!(blobs.len(), 1 + im.ranges.len());
+        assert_eq!(blobs[0].addr, 0x4100_0000);
+        let meta = std::fs::read(&blobs[0].path).unwrap();
+        assert_eq!(
+            &meta[..im.elfcorehdr_bytes().len()],
+            &im.elfcorehdr_bytes()[..]
+        );
+        let off = (im.cpu_notes[0].addr - 0x4100_0000) as usize;
+        assert_eq!(&meta[off..off + 4], &5u32.to_le_bytes());
+        let mut page = [0u8; PAGE];
+        for (b, r) in blobs[1..].iter().zip(&im.ranges) {
+            let data = std::fs::read(&b.path).unwrap();
+            assert_eq!((b.addr, data.len() as u64), (r.source, r.len));
             for (i, chunk) in data.chunks(PAGE).enumerate() {
                 assert!(im.dump_page(r.paddr / PAGE_SIZE + i as u64, &mut page));
                 assert_eq!(chunk, &page[..]);

@@ -4,6 +4,11 @@
 //! way crash and makedumpfile do (header, sub header, notes, two bitmaps, one `page_desc` per
 //! set bit of the second bitmap, zlib or raw page data, one shared zero page) and compares
 //! every page with what the test put into the crashed machine's memory.
+//!
+//! The format is the same for x86_64 and arm64 dumps (little-endian, 4 KiB pages here); what
+//! differs is in [`Expectations`]: `utsname.machine`, what `phys_base` means (x86_64
+//! `NUMBER(phys_base)`, arm64 `NUMBER(PHYS_OFFSET)`), and the size of the PRSTATUS notes
+//! (336 and 392 bytes), which must equal the crashed kernel's.
 
 use std::fmt;
 use std::ops::Range;
@@ -63,7 +68,7 @@ pub struct Expectations {
 }
 
 impl Expectations {
-    /// What a complete dump of `image` must say.
+    /// What a complete dump of `image` (of either architecture) must say.
     pub fn for_image(image: &SynthImage) -> Self {
         Expectations {
             ram_pfns: image.ram_pfn_ranges(),
@@ -72,7 +77,7 @@ impl Expectations {
                 .vmcoreinfo
                 .as_ref()
                 .map(|_| crate::synth::OSRELEASE.to_string()),
-            machine: crate::synth::UTS_MACHINE.to_string(),
+            machine: image.arch().name().to_string(),
             phys_base: image.vmcoreinfo.as_ref().map(|_| image.phys_base),
             vmcoreinfo: image.vmcoreinfo.clone(),
             prstatus: image.prstatus.clone(),
@@ -655,6 +660,8 @@ pub(crate) mod testdump {
     pub struct TestDump {
         pub ram_pfns: Vec<Range<u64>>,
         pub uts_release: String,
+        /// The machine whose utsname the header carries.
+        pub arch: crate::Arch,
         pub nr_cpus: i32,
         pub status: u32,
         pub phys_base: u64,
@@ -682,6 +689,7 @@ pub(crate) mod testdump {
             TestDump {
                 ram_pfns,
                 uts_release: crate::synth::OSRELEASE.into(),
+                arch: crate::Arch::X86_64,
                 nr_cpus: 2,
                 status: DUMP_DH_COMPRESSED_ZLIB,
                 phys_base: 0,
@@ -702,7 +710,7 @@ pub(crate) mod testdump {
             let mut f = vec![0u8; BLOCK_SIZE];
             f[..8].copy_from_slice(b"KDUMP   ");
             f[8..12].copy_from_slice(&6i32.to_le_bytes());
-            let uts = crate::synth::utsname_bytes();
+            let uts = crate::synth::utsname_bytes_for(self.arch);
             f[12..12 + 390].copy_from_slice(&uts);
             f[12 + 130..12 + 195].fill(0);
             f[12 + 130..12 + 130 + self.uts_release.len()]
@@ -1113,5 +1121,75 @@ mod tests {
         let t = std::time::Instant::now();
         let s = verify_kdump(&f, &Expectations::for_image(&im), &im).unwrap();
         eprintln!("verify: {s:?} in {:.1} s", t.elapsed().as_secs_f64());
+    }
+
+    /// The dump a correct capture kernel writes of `im`: its notes, VMCOREINFO, utsname.
+    fn dump_of(im: &SynthImage) -> TestDump {
+        let mut d = TestDump::new(im.ram_pfn_ranges());
+        d.arch = im.arch();
+        for n in &im.cpu_notes {
+            d.notes.extend_from_slice(&n.bytes[..n.bytes.len() - 12]);
+        }
+        if let (Some(vn), Some(text)) = (&im.vmcoreinfo_note, &im.vmcoreinfo) {
+            let vo = d.notes.len() as u64 + 12 + 12;
+            d.notes.extend_from_slice(&vn.bytes[..vn.bytes.len() - 12]);
+            d.vmcoreinfo = Some((vo, text.len() as u64));
+            d.phys_base = im.phys_base;
+        }
+        d
+    }
+
+    #[test]
+    fn arm64_synthetic_image_round_trips_through_the_test_writer() {
+        let spec = SynthSpec::new_for(crate::Arch::Aarch64, 77, 8 << 20);
+        let im = SynthImage::generate(&spec).unwrap();
+        let e = Expectations::for_image(&im);
+        assert_eq!((e.machine.as_str(), e.phys_base), ("aarch64", Some(0x4000_0000)));
+        let d = dump_of(&im);
+        let s = verify_kdump(&d.build(&im), &e, &im).unwrap();
+        assert_eq!(s.pages, (8 << 20) / 4096);
+        assert_eq!(s.machine, "aarch64");
+        assert_eq!(s.notes[0], ("CORE".to_string(), 1, 392));
+        assert!(s.raw_pages > 0 && s.zlib_pages > 0 && s.zero_pages > 0);
+        // RAM starts at 1 GiB: max_mapnr and the bitmaps cover everything below too.
+        assert!(im.ram_pfn_ranges()[0].start >= 0x4120_0000 / 4096);
+
+        // Without VMCOREINFO: no phys_base, no release to check, still byte-exact.
+        let mut spec = spec.clone();
+        spec.with_vmcoreinfo = false;
+        let bare = SynthImage::generate(&spec).unwrap();
+        let eb = Expectations::for_image(&bare);
+        assert_eq!((eb.release.as_deref(), eb.phys_base), (None, None));
+        assert!(verify_kdump(&dump_of(&bare).build(&bare), &eb, &bare).is_ok());
+    }
+
+    #[test]
+    fn arm64_dumps_are_checked_as_arm64() {
+        let im = SynthImage::generate(&SynthSpec::new_for(crate::Arch::Aarch64, 5, 4 << 20)).unwrap();
+        let e = Expectations::for_image(&im);
+        // A header that says x86_64.
+        let mut d = dump_of(&im);
+        d.arch = crate::Arch::X86_64;
+        let p = verify_kdump(&d.build(&im), &e, &im).unwrap_err().to_string();
+        assert!(p.contains("utsname.machine is \"x86_64\", expected \"aarch64\""), "{p}");
+        // x86_64-sized register notes.
+        let mut d = dump_of(&im);
+        d.notes = elf_note("CORE", 1, &crate::synth::prstatus_desc(0, im.text_vaddr));
+        d.notes.extend(elf_note("CORE", 1, &crate::synth::prstatus_desc(1, im.text_vaddr)));
+        d.vmcoreinfo = None;
+        let p = verify_kdump(&d.build(&im), &e, &im).unwrap_err().to_string();
+        assert!(p.contains("PRSTATUS note 0: descsz 336 (expected 392)"), "{p}");
+        // phys_base must be PHYS_OFFSET, not x86's NUMBER(phys_base).
+        let mut d = dump_of(&im);
+        d.phys_base = 0;
+        let p = verify_kdump(&d.build(&im), &e, &im).unwrap_err().to_string();
+        assert!(p.contains("phys_base is 0x0, expected 0x40000000"), "{p}");
+        // A page that is not where the PT_LOAD said.
+        let mut d = dump_of(&im);
+        let pfn = im.ranges[2].paddr / 4096 + 5;
+        d.wrong_content_pfn = Some(pfn);
+        let f = verify_kdump(&d.build(&im), &e, &im).unwrap_err();
+        assert_eq!(f.page_mismatches, 1);
+        assert!(f.to_string().contains(&format!("pa {:#x}:", pfn * 4096)), "{f}");
     }
 }

@@ -165,6 +165,8 @@ fn count_relative_relocs(data: &[u8], relative: u32) -> Result<usize, String> {
 pub struct Aarch64Images {
     /// The arm64 Image (kexec, QEMU `-M virt -kernel`).
     pub image: PathBuf,
+    /// The `lifeboat` tool for arm64, static (musl, linked with rust-lld).
+    pub lifeboat_static: PathBuf,
 }
 
 /// Build `target/lifeboat/aarch64/Image`: the file bytes of the linked ELF's one PT_LOAD,
@@ -217,7 +219,9 @@ pub fn build_aarch64() -> Result<Aarch64Images, String> {
     if memsz > RUNTIME_GOAL {
         return Err(format!("runtime memory {memsz} bytes exceeds the 8 MiB goal"));
     }
-    Ok(Aarch64Images { image })
+    let lifeboat_static = build_static_loader("aarch64-unknown-linux-musl", &out)?;
+    println!("  lifeboat     {:>9} bytes  (static arm64 host tool: load/status/receive)", file_len(&lifeboat_static));
+    Ok(Aarch64Images { image, lifeboat_static })
 }
 
 fn file_len(p: &std::path::Path) -> u64 {

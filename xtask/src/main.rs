@@ -89,6 +89,8 @@ struct Opts {
     filter: Option<String>,
     verbose: bool,
     full: bool,
+    /// `--arch x86_64|aarch64` (default x86_64).
+    arch: qemu_tests::Arch,
 }
 
 fn parse_opts(args: &[String], allow_full: bool) -> Result<Opts, String> {
@@ -99,6 +101,7 @@ fn parse_opts(args: &[String], allow_full: bool) -> Result<Opts, String> {
             "--filter" => o.filter = Some(it.next().ok_or("--filter needs a value")?.clone()),
             "--verbose" | "-v" => o.verbose = true,
             "--full" if allow_full => o.full = true,
+            "--arch" => o.arch = it.next().ok_or("--arch needs x86_64 or aarch64")?.parse()?,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -106,44 +109,51 @@ fn parse_opts(args: &[String], allow_full: bool) -> Result<Opts, String> {
 }
 
 fn qemu(args: &[String]) -> Result<(), String> {
-    let Opts { filter, verbose, .. } = parse_opts(args, false)?;
+    let Opts { filter, verbose, arch, .. } = parse_opts(args, false)?;
     setup::check_qemu_tools()?;
-    let images = image::build_x86_64()?;
+    let capture_elf = match arch {
+        qemu_tests::Arch::X86_64 => image::build_x86_64()?.capture_elf,
+        qemu_tests::Arch::Aarch64 => image::build_aarch64()?.image,
+    };
     let lifeboat_bin = build_loader()?;
     let work_dir = workspace_root().join("target/qemu-tests");
     std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
-    let config = qemu_tests::SuiteConfig {
-        capture_elf: images.capture_elf,
-        lifeboat_bin,
-        work_dir,
-        filter,
-        verbose,
-    };
-    qemu_tests::run_suite(&config).map(|_| ()).map_err(|e| format!("QEMU tests failed: {e}"))
+    let config = qemu_tests::SuiteConfig { capture_elf, arch, lifeboat_bin, work_dir, filter, verbose };
+    qemu_tests::run_suite(&config).map(|_| ()).map_err(|e| format!("QEMU tests failed ({arch}): {e}"))
 }
 
-fn e2e_config(args: &[String]) -> Result<qemu_tests::e2e::E2eConfig, String> {
-    let Opts { filter, verbose, full } = parse_opts(args, true)?;
+/// The e2e configuration for `--arch` (x86_64 unless given) and the architecture.
+fn e2e_config(args: &[String]) -> Result<(qemu_tests::e2e::E2eConfig, qemu_tests::Arch), String> {
+    let Opts { filter, verbose, full, arch } = parse_opts(args, true)?;
     setup::check_qemu_tools()?;
-    let images = image::build_x86_64()?;
+    let (payload, lifeboat_guest, work) = match arch {
+        qemu_tests::Arch::X86_64 => {
+            let images = image::build_x86_64()?;
+            (images.bzimage, images.lifeboat_static, "target/e2e")
+        }
+        qemu_tests::Arch::Aarch64 => {
+            let images = image::build_aarch64()?;
+            (images.image, images.lifeboat_static, "target/e2e/aarch64")
+        }
+    };
     let lifeboat_host = build_loader()?;
     let root = workspace_root();
     let config = qemu_tests::e2e::E2eConfig {
-        bzimage: images.bzimage,
-        lifeboat_guest: images.lifeboat_static,
+        bzimage: payload,
+        lifeboat_guest,
         lifeboat_host,
         cache_dir: root.join("target/e2e-cache"),
-        work_dir: root.join("target/e2e"),
+        work_dir: root.join(work),
         full,
         filter,
         verbose,
     };
-    Ok(config)
+    Ok((config, arch))
 }
 
 fn e2e(args: &[String]) -> Result<(), String> {
-    let config = e2e_config(args)?;
-    qemu_tests::e2e::run(&config).map(|_| ()).map_err(|e| format!("e2e failed: {e}"))
+    let (config, arch) = e2e_config(args)?;
+    qemu_tests::e2e::run_for(&config, arch).map(|_| ()).map_err(|e| format!("e2e failed ({arch}): {e}"))
 }
 
 /// `cargo xtask bench [--only sinks|pipeline|crashkernel] [--mib N]`, and
@@ -179,7 +189,7 @@ fn bench(args: &[String]) -> Result<(), String> {
                 .collect::<Option<Vec<u64>>>()
                 .ok_or("--mib needs guest sizes in MiB >= 256, comma-separated (e.g. 1024,4096)")?,
         };
-        let config = e2e_config(&rest)?;
+        let (config, _) = e2e_config(&rest)?;
         let vs = qemu_tests::e2e::vskdump::VsKdumpConfig { reps, mibs, docs_dir: Some(workspace_root().join("docs")) };
         let report = qemu_tests::e2e::vskdump::run(&config, &vs).map_err(|e| format!("bench --vs-kdump: {e}"))?;
         println!("\n==== cargo xtask bench --vs-kdump ====\n{}", report.table());
@@ -190,13 +200,14 @@ fn bench(args: &[String]) -> Result<(), String> {
         Some(v) => v.parse().ok().filter(|&m| m >= 16).ok_or("--mib needs a number >= 16")?,
     };
     let part = |p: &str| only.as_deref().is_none_or(|o| o == p);
-    let config = e2e_config(&rest)?;
+    let (config, _) = e2e_config(&rest)?;
     let mut out = String::new();
     if part("sinks") {
         let work_dir = workspace_root().join("target/qemu-tests");
         std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
         let suite = qemu_tests::SuiteConfig {
             capture_elf: config.bzimage.with_file_name("capture.elf"),
+            arch: qemu_tests::Arch::X86_64,
             lifeboat_bin: config.lifeboat_host.clone(),
             work_dir,
             filter: None,
@@ -321,7 +332,7 @@ fn test() -> Result<(), String> {
 /// read the dump.
 fn demo() -> Result<(), String> {
     setup::ensure_all()?;
-    let config = e2e_config(&["--filter".into(), "file-1g".into()])?;
+    let (config, _) = e2e_config(&["--filter".into(), "file-1g".into()])?;
     let dir = config.work_dir.join("file-1g");
     let result = qemu_tests::e2e::run(&config);
     // Print the lines of `file` from the first one containing `from` (or the start), up to

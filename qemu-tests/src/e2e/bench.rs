@@ -107,6 +107,7 @@ fn probe(cfg: &E2eConfig, vmlinuz: &Path, initramfs: &Path, mem_gib: u64, load: 
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mem = format!("{mem_gib}G");
     let spec = GuestSpec {
+        arch: super::arch::Arch::X86_64,
         dir: &dir,
         vmlinuz,
         initramfs,
@@ -195,6 +196,7 @@ pub fn run(cfg: &E2eConfig) -> Result<BenchReport, E2eError> {
         let Some(size) = row.smallest else { continue };
         let name: &'static str = Box::leak(format!("bench-file-{}g-{size}", row.mem_gib).into_boxed_str());
         let s = E2eScenario {
+            arch: super::arch::Arch::X86_64,
             name,
             load: row.load,
             mem_gib: row.mem_gib,

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use super::arch::HostTools;
 use super::dump_layout::{subtract, DumpLayout};
 use super::guest::MARK_SYSRQ;
 use super::guest_memory::{describe_pfn_ranges, GuestMemory, PAGE};
@@ -91,10 +91,10 @@ pub fn receive(lifeboat_host: &Path, dir: &Path) -> Result<String, String> {
 }
 
 /// `makedumpfile --dump-dmesg <vmcore> <dir>/dmesg.txt` finds the sysrq line.
-pub fn makedumpfile_dmesg(dir: &Path, vmcore: &Path) -> Result<String, String> {
+pub fn makedumpfile_dmesg(tools: &HostTools, dir: &Path, vmcore: &Path) -> Result<String, String> {
     let out = dir.join("dmesg.txt");
     let _ = std::fs::remove_file(&out); // makedumpfile refuses to overwrite
-    let mut c = Command::new(qemu::makedumpfile_binary());
+    let mut c = tools.makedumpfile();
     c.arg("--dump-dmesg").arg(vmcore).arg(&out);
     let fin = run_with_timeout(
         c,
@@ -129,10 +129,16 @@ pub fn makedumpfile_dmesg(dir: &Path, vmcore: &Path) -> Result<String, String> {
 /// `crash -s vmlinux <dump>` with `bt`, `log`, `quit` on stdin: `bt` shows sysrq_handle_crash
 /// and the log has the sysrq line. crash's warnings (e.g. 8.0.2's PID hash complaint on these
 /// kernels) are not failures. Its output goes to `<dir>/<name>.stdout` and `.stderr`.
-pub fn crash(vmlinux: &Path, dir: &Path, dump: &Path, name: &str) -> Result<String, String> {
+pub fn crash(
+    tools: &HostTools,
+    vmlinux: &Path,
+    dir: &Path,
+    dump: &Path,
+    name: &str,
+) -> Result<String, String> {
     let cmds = dir.join("crash.cmds");
     std::fs::write(&cmds, "bt\nlog\nquit\n").map_err(|e| e.to_string())?;
-    let mut c = Command::new(super::inputs::crash_binary());
+    let mut c = tools.crash();
     c.arg("-s").arg(vmlinux).arg(dump);
     let stdout = dir.join(format!("{name}.stdout"));
     let stderr = dir.join(format!("{name}.stderr"));
@@ -271,15 +277,16 @@ pub struct Comparison {
 
 /// Byte-exact comparison of every page lifeboat dumped with QEMU's view (through
 /// `verify::verify_kdump`, which also checks the file's structure, the shared zero page, the
-/// 2nd bitmap, page descriptors and the header), plus a count of QEMU RAM not dumped.
+/// 2nd bitmap, page descriptors and the header), plus a count of QEMU RAM not dumped. `exp`
+/// is what the header must say ([`DumpLayout::expectations_for`] the scenario's CPUs, release
+/// and architecture).
 pub fn compare_with_qemu(
     vmcore: &[u8],
     layout: &DumpLayout,
     mem: &GuestMemory,
     system_ram: &[Range<u64>],
     excl: &Exclusions,
-    cpus: i32,
-    release: &str,
+    exp: &verify::Expectations,
 ) -> Result<Comparison, String> {
     let view = QemuView {
         mem,
@@ -291,8 +298,7 @@ pub fn compare_with_qemu(
         not_in_qemu: Default::default(),
         read_errors: Default::default(),
     };
-    let exp = layout.expectations(cpus, release);
-    let result = verify::verify_kdump(vmcore, &exp, &view);
+    let result = verify::verify_kdump(vmcore, exp, &view);
     let mut c = Comparison {
         qemu_ranges: describe_pfn_ranges(&mem.ram_pfns(), 8),
         dumped_ranges: describe_pfn_ranges(&layout.bitmap_pfns, 8),
@@ -418,6 +424,7 @@ pub fn console_text(serial: &[u8]) -> Vec<String> {
 /// what `makedumpfile --dump-dmesg` extracts from the dump that came with it (`vmcore`).
 /// makedumpfile's output goes to `<dir>/<reference>`. Returns a one-line summary.
 pub fn streamed_dmesg_matches_makedumpfile(
+    tools: &HostTools,
     dir: &Path,
     vmcore: &Path,
     streamed: &Path,
@@ -431,7 +438,7 @@ pub fn streamed_dmesg_matches_makedumpfile(
     })?;
     let out = dir.join(reference);
     let _ = std::fs::remove_file(&out); // makedumpfile refuses to overwrite
-    let mut c = Command::new(qemu::makedumpfile_binary());
+    let mut c = tools.makedumpfile();
     c.arg("--dump-dmesg").arg(vmcore).arg(&out);
     let stem = reference.trim_end_matches(".txt");
     let (so, se) = (
@@ -546,8 +553,7 @@ mod tests {
             &mem,
             system_ram,
             &excl,
-            2,
-            crate::synth::OSRELEASE,
+            &layout.expectations_for(2, crate::synth::OSRELEASE, "x86_64"),
         );
         std::fs::remove_file(path).unwrap();
         r

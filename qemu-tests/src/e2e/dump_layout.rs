@@ -116,11 +116,16 @@ impl DumpLayout {
     /// Expectations for `verify_kdump`: the dump's own RAM, notes and VMCOREINFO, plus what
     /// the scenario knows independently (`nr_cpus`, `release`).
     pub fn expectations(&self, nr_cpus: i32, release: &str) -> Expectations {
+        self.expectations_for(nr_cpus, release, "x86_64")
+    }
+
+    /// [`DumpLayout::expectations`] for a crashed kernel whose `uname -m` is `machine`.
+    pub fn expectations_for(&self, nr_cpus: i32, release: &str, machine: &str) -> Expectations {
         Expectations {
             ram_pfns: self.bitmap_pfns.clone(),
             nr_cpus,
             release: Some(release.to_string()),
-            machine: "x86_64".into(),
+            machine: machine.into(),
             phys_base: None,
             vmcoreinfo: self.vmcoreinfo.clone(),
             prstatus: self.prstatus.clone(),

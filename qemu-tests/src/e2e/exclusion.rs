@@ -15,7 +15,6 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const EHDR_SIZE: usize = 64;
@@ -192,7 +191,12 @@ pub fn compare(ours: &DumpLayout, theirs: &DumpLayout) -> Result<String, String>
 /// Runs the cross-check for a capture of dump level 31: normalizes `qemu_elf` into
 /// `<dir>/vmcore.elf`, runs `makedumpfile -d 31` on it into `<dir>/makedumpfile-d31`, and
 /// compares. The two large files are deleted afterwards.
-pub fn cross_check(dir: &Path, qemu_elf: &Path, ours: &DumpLayout) -> Result<String, String> {
+pub fn cross_check(
+    tools: &super::arch::HostTools,
+    dir: &Path,
+    qemu_elf: &Path,
+    ours: &DumpLayout,
+) -> Result<String, String> {
     if ours.dump_level != 31 {
         return Err(format!("the dump's level is {}, not 31 (lifeboat's default)", ours.dump_level));
     }
@@ -201,7 +205,7 @@ pub fn cross_check(dir: &Path, qemu_elf: &Path, ours: &DumpLayout) -> Result<Str
     let out = dir.join("makedumpfile-d31");
     normalize(qemu_elf, info.as_bytes(), &elf)?;
     let _ = std::fs::remove_file(&out); // makedumpfile refuses to overwrite
-    let mut c = Command::new(qemu::makedumpfile_binary());
+    let mut c = tools.makedumpfile();
     c.args(["-d", "31"]).arg(&elf).arg(&out);
     let fin = qemu::run_with_timeout(
         c,
@@ -232,7 +236,7 @@ pub fn cross_check(dir: &Path, qemu_elf: &Path, ours: &DumpLayout) -> Result<Str
 
 /// The start of a kdump-compressed file up to the end of its bitmaps: all [`DumpLayout`]
 /// needs (makedumpfile's page data, a few hundred MB at 4 GiB, is not read).
-fn headers_and_bitmaps(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn headers_and_bitmaps(path: &Path) -> Result<Vec<u8>, String> {
     let name = path.display();
     let file = File::open(path).map_err(|e| format!("{name}: {e}"))?;
     let size = file.metadata().map_err(|e| format!("{name}: {e}"))?.len();

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::initramfs::{MARK_CRASHING, MARK_LOAD_FAILED};
+use super::arch::Arch;
+use super::initramfs::{MARK_CRASHING, MARK_INIT, MARK_LOAD_FAILED};
 
 pub const MARK_SYSRQ: &str = "sysrq: Trigger a crash";
 pub const MARK_LIFEBOAT: &str = "lifeboat: ";
@@ -18,6 +19,8 @@ pub const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to boot the guest.
 pub struct GuestSpec<'a> {
+    /// Which QEMU and machine ([`Arch::machine_args`]).
+    pub arch: Arch,
     pub dir: &'a Path,
     pub vmlinuz: &'a Path,
     pub initramfs: &'a Path,
@@ -42,8 +45,9 @@ impl GuestSpec<'_> {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(crate::qemu::qemu_binary());
-        c.args(["-M", "pc", "-accel", "tcg", "-m", self.mem])
+        let mut c = Command::new(self.arch.qemu_system());
+        c.args(self.arch.machine_args())
+            .args(["-accel", "tcg", "-m", self.mem])
             .args(["-smp", &self.smp.to_string()])
             .args(["-display", "none", "-no-reboot", "-nodefaults"])
             .arg("-serial")
@@ -67,6 +71,8 @@ impl GuestSpec<'_> {
 /// When each stage was first seen on the serial port (seconds since QEMU started).
 #[derive(Clone, Debug, Default)]
 pub struct Timeline {
+    /// `/init`'s first line (only [`run_until_panic`] notes it).
+    pub init: Option<f64>,
     pub crashing: Option<f64>,
     pub sysrq: Option<f64>,
     pub first_lifeboat_line: Option<f64>,
@@ -302,6 +308,91 @@ pub fn run(spec: &GuestSpec, log: &mut dyn FnMut(String)) -> Result<GuestRun, (S
     })
 }
 
+/// The line a crashed kernel ends with when nothing catches the crash.
+pub const MARK_PANIC_END: &str = "end Kernel panic";
+
+/// Boot a guest that arms nothing (`e2e.load=none`), let it crash with sysrq and stop in its
+/// panic (`panic=0`), then save QEMU's memory view and quit. For checks of the host tools on
+/// a crash that no capture kernel touched. The verdict is the panic line.
+pub fn run_until_panic(
+    spec: &GuestSpec,
+    log: &mut dyn FnMut(String),
+) -> Result<GuestRun, (String, Timeline)> {
+    let mut tl = Timeline::default();
+    let _ = std::fs::remove_file(spec.serial_path());
+    let _ = std::fs::remove_file(spec.qmp_path());
+    let _ = std::fs::remove_file(spec.qemu_dump_path());
+    let mut cmd = spec.command();
+    if spec.verbose {
+        log(format!("qemu: {cmd:?}"));
+    }
+    let out = |n: &str| std::fs::File::create(spec.dir.join(n)).map_err(|e| e.to_string());
+    cmd.stdin(Stdio::null())
+        .stdout(out("qemu.stdout").map_err(|e| (e, Timeline::default()))?)
+        .stderr(out("qemu.stderr").map_err(|e| (e, Timeline::default()))?);
+    let start = Instant::now();
+    let mut qemu = Qemu(
+        cmd.spawn()
+            .map_err(|e| (format!("cannot start QEMU: {e}"), Timeline::default()))?,
+    );
+    let mut watch = SerialWatch {
+        file: None,
+        path: spec.serial_path(),
+        buf: Vec::new(),
+    };
+    let panic_line = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let new_from = watch.poll();
+        let now = start.elapsed().as_secs_f64();
+        if tl.init.is_none() && watch.saw(new_from, MARK_INIT, 0).is_some() {
+            tl.init = Some(now);
+            log(format!("/init started at {now:.1} s"));
+        }
+        if tl.crashing.is_none() && watch.saw(new_from, MARK_CRASHING, 0).is_some() {
+            tl.crashing = Some(now);
+        }
+        if tl.sysrq.is_none() && watch.saw(new_from, MARK_SYSRQ, 0).is_some() {
+            tl.sysrq = Some(now);
+            log(format!("sysrq crash at {now:.1} s"));
+        }
+        if tl.sysrq.is_some() {
+            if let Some(l) = watch.line_after(MARK_PANIC_END, 0) {
+                break format!("{MARK_PANIC_END}{l}");
+            }
+        }
+        if let Ok(Some(status)) = qemu.0.try_wait() {
+            return Err((format!("QEMU exited ({status}) before the panic"), tl));
+        }
+        if start.elapsed() > spec.timeout {
+            return Err((
+                format!(
+                    "timed out after {} s (stage reached: {})",
+                    spec.timeout.as_secs(),
+                    stage(&tl)
+                ),
+                tl,
+            ));
+        }
+    };
+    let t = Instant::now();
+    qmp_dump_and_quit(&spec.qmp_path(), &spec.qemu_dump_path()).map_err(|e| (e, tl.clone()))?;
+    tl.qemu_dump_seconds = Some(t.elapsed().as_secs_f64());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = qemu.0.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(qemu);
+    watch.poll();
+    Ok(GuestRun {
+        timeline: tl,
+        verdict: panic_line,
+        serial_bytes: watch.buf.len() as u64,
+    })
+}
+
 fn stage(tl: &Timeline) -> &'static str {
     if tl.verdict.is_some() {
         "verdict printed"
@@ -430,6 +521,26 @@ mod tests {
     }
 
     #[test]
+    fn arm64_qemu_command_line() {
+        let g = GuestSpec {
+            arch: Arch::Aarch64,
+            dir: Path::new("/w"),
+            vmlinuz: Path::new("/c/vmlinuz-6.1.0-56-cloud-arm64"),
+            initramfs: Path::new("/w/initramfs.cpio"),
+            mem: "1G",
+            smp: 2,
+            append: "console=ttyAMA0 e2e.load=none".into(),
+            timeout: Duration::from_secs(1),
+            verbose: false,
+            extra: vec![],
+        };
+        let s = format!("{:?}", g.command());
+        assert!(s.contains("\"-M\" \"virt\" \"-cpu\" \"max,pauth-impdef=on\" \"-accel\" \"tcg\" \"-m\" \"1G\""), "{s}");
+        assert!(s.contains("\"-kernel\" \"/c/vmlinuz-6.1.0-56-cloud-arm64\""), "{s}");
+        assert!(s.contains("\"-nodefaults\""), "{s}");
+    }
+
+    #[test]
     fn qmp_json_strings_are_escaped() {
         assert_eq!(json_str("file:/a \"b\"\\c"), "\"file:/a \\\"b\\\"\\\\c\"");
     }
@@ -437,6 +548,7 @@ mod tests {
     #[test]
     fn qemu_command_line() {
         let g = GuestSpec {
+            arch: Arch::X86_64,
             dir: Path::new("/w"),
             vmlinuz: Path::new("/c/vmlinuz"),
             initramfs: Path::new("/w/initramfs.cpio"),
@@ -449,7 +561,7 @@ mod tests {
         };
         let s = format!("{:?}", g.command());
         for want in [
-            "\"-m\" \"1G\"",
+            "\"-M\" \"pc\" \"-accel\" \"tcg\" \"-m\" \"1G\"",
             "\"-smp\" \"2\"",
             "\"-qmp\" \"unix:/w/qmp.sock,server=on,wait=off\"",
             "\"-serial\" \"file:/w/serial.bin\"",

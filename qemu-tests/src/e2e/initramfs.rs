@@ -1,6 +1,8 @@
 //! The guest's initramfs: busybox, kexec-tools, the static `lifeboat` tool, the capture kernel,
 //! Debian's virtio modules and an `/init` that arms kdump the way the kernel command line says
-//! (`e2e.load=`, `e2e.sink=`) and crashes the guest with sysrq.
+//! (`e2e.load=`, `e2e.sink=`) and crashes the guest with sysrq. The same `/init` runs on
+//! x86_64 and arm64; only the files differ ([`Inputs::arch`]: the capture kernel is
+//! `/lifeboat/bzImage` or `/lifeboat/Image`, busybox and kexec are that architecture's).
 
 use std::path::Path;
 
@@ -11,6 +13,8 @@ use super::inputs::Inputs;
 pub const MARK_LOAD_FAILED: &str = "e2e: load failed";
 pub const MARK_CRASHING: &str = "e2e: loaded, crashing";
 pub const MARK_IOMEM: &str = "e2e: iomem: ";
+/// `/init`'s first line: `e2e: /init at <seconds since boot> s`.
+pub const MARK_INIT: &str = "e2e: /init at ";
 /// Where the modules go (`<name>.ko`) and the file listing their names in `insmod` order.
 pub const MODULE_DIR: &str = "modules";
 pub const MODULE_ORDER: &str = "modules/order";
@@ -25,6 +29,10 @@ export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+echo "e2e: /init at $(cut -d' ' -f1 /proc/uptime) s"
+# The capture kernel: bzImage on x86_64, Image on arm64.
+P=/lifeboat/bzImage
+[ -e /lifeboat/Image ] && P=/lifeboat/Image
 fail() {
     echo "e2e: load failed: $*"
     poweroff -f
@@ -47,15 +55,15 @@ run() {
 }
 if [ "$mode" = loader ]; then
     L=/lifeboat/lifeboat
-    run $L estimate --payload /lifeboat/bzImage
+    run $L estimate --payload $P
     run $L status
     run $L load --payload /bin/busybox lifeboat.action=halt
-    run $L load --payload /lifeboat/bzImage lifeboat.acton=halt
-    run $L load --payload /lifeboat/bzImage lifeboat.action=halt
+    run $L load --payload $P lifeboat.acton=halt
+    run $L load --payload $P lifeboat.action=halt
     run $L status
     run $L unload
     run $L status
-    run $L load --payload /lifeboat/bzImage --syscall kexec_load lifeboat.action=halt
+    run $L load --payload $P --syscall kexec_load lifeboat.action=halt
     run $L unload
     echo "e2e: loader checks done"
     poweroff -f
@@ -106,13 +114,18 @@ if [ -n "$sink" ]; then
 fi
 case "$mode" in
 file)
-    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_file_load lifeboat.action=halt $sinkopt $lbopts || fail "lifeboat load (kexec_file_load) exit $?"
+    /lifeboat/lifeboat load --payload $P --syscall kexec_file_load lifeboat.action=halt $sinkopt $lbopts || fail "lifeboat load (kexec_file_load) exit $?"
     ;;
 load)
-    /lifeboat/lifeboat load --payload /lifeboat/bzImage --syscall kexec_load lifeboat.action=halt $sinkopt $lbopts || fail "lifeboat load (kexec_load) exit $?"
+    /lifeboat/lifeboat load --payload $P --syscall kexec_load lifeboat.action=halt $sinkopt $lbopts || fail "lifeboat load (kexec_load) exit $?"
     ;;
 stock)
-    /sbin/kexec -p /lifeboat/bzImage --append="lifeboat.action=halt" || fail "kexec -p exit $?"
+    /sbin/kexec -p $P --append="lifeboat.action=halt" || fail "kexec -p exit $?"
+    ;;
+none)
+    # Nothing armed: the crashed kernel stays in its panic (panic=0), for QEMU's memory dump
+    # of a crash that no capture kernel touched.
+    echo "e2e: not arming kdump (e2e.load=none)"
     ;;
 kdump)
     # Linux kdump as Debian's kdump-tools arms it (kdump-config load): the same kernel as the
@@ -129,8 +142,10 @@ kdump)
     ;;
 esac
 loaded=$(cat /sys/kernel/kexec_crash_loaded)
-[ "$loaded" = 1 ] || fail "/sys/kernel/kexec_crash_loaded is $loaded after loading"
-if [ "$mode" != stock ] && [ "$mode" != kdump ]; then
+[ "$mode" = none ] || [ "$loaded" = 1 ] || fail "/sys/kernel/kexec_crash_loaded is $loaded after loading"
+# The VMCOREINFO note's physical address and size, for checks on QEMU's memory dump alone.
+echo "e2e: vmcoreinfo: $(cat /sys/kernel/vmcoreinfo)"
+if [ "$mode" != stock ] && [ "$mode" != kdump ] && [ "$mode" != none ]; then
     /lifeboat/lifeboat status
     echo "e2e: lifeboat status exit $?"
 fi
@@ -159,7 +174,13 @@ pub fn build(
     bzimage: &Path,
     lifeboat_guest: Option<&Path>,
 ) -> Result<Vec<u8>, String> {
-    Ok(writer(inputs, bzimage, lifeboat_guest)?.finish())
+    Ok(writer(inputs, Some(bzimage), lifeboat_guest)?.finish())
+}
+
+/// An initramfs without lifeboat (no capture kernel, no `lifeboat` tool): for
+/// `e2e.load=none` (a crash nothing captures) and `e2e.load=stock` with Debian's kexec.
+pub fn build_without_lifeboat(inputs: &Inputs) -> Result<Vec<u8>, String> {
+    Ok(writer(inputs, None, None)?.finish())
 }
 
 /// The first kernel's initramfs of `cargo xtask bench --vs-kdump`: [`build`]'s, plus Linux
@@ -170,7 +191,7 @@ pub fn build_vs_kdump(
     lifeboat_guest: Option<&Path>,
     kdump_initrd: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let mut w = writer(inputs, bzimage, lifeboat_guest)?;
+    let mut w = writer(inputs, Some(bzimage), lifeboat_guest)?;
     w.dir("kdump");
     w.file("kdump/vmlinuz", 0o644, &read(&inputs.vmlinuz)?);
     w.file("kdump/initrd.cpio", 0o644, kdump_initrd);
@@ -179,7 +200,7 @@ pub fn build_vs_kdump(
 
 fn writer(
     inputs: &Inputs,
-    bzimage: &Path,
+    bzimage: Option<&Path>,
     lifeboat_guest: Option<&Path>,
 ) -> Result<CpioWriter, String> {
     let mut w = CpioWriter::new();
@@ -194,7 +215,13 @@ fn writer(
         parents(&mut w, guest_path);
         w.file(guest_path, 0o755, &read(host)?);
     }
-    w.file("lifeboat/bzImage", 0o644, &read(bzimage)?);
+    if let Some(bzimage) = bzimage {
+        w.file(
+            &format!("lifeboat/{}", inputs.arch.payload_name()),
+            0o644,
+            &read(bzimage)?,
+        );
+    }
     w.dir(MODULE_DIR);
     let mut order = String::new();
     for m in &inputs.modules {
@@ -324,6 +351,8 @@ mod tests {
             p
         };
         let inputs = Inputs {
+            arch: crate::e2e::arch::Arch::X86_64,
+            tools: crate::e2e::arch::HostTools::Native,
             image_package: "linux-image-x".into(),
             image_version: "1".into(),
             kernel_release: "x".into(),
@@ -376,11 +405,59 @@ mod tests {
     }
 
     #[test]
+    fn arm64_archive_has_image_and_arm64_libraries() {
+        let dir = std::env::temp_dir().join(format!("e2e-initramfs-arm64-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = |n: &str, c: &[u8]| {
+            let p = dir.join(n);
+            std::fs::write(&p, c).unwrap();
+            p
+        };
+        let inputs = Inputs {
+            arch: crate::e2e::arch::Arch::Aarch64,
+            tools: crate::e2e::arch::HostTools::Native,
+            image_package: "linux-image-6.1.0-56-cloud-arm64".into(),
+            image_version: "6.1.192-2".into(),
+            kernel_release: "6.1.0-56-cloud-arm64".into(),
+            vmlinuz: f("vmlinuz", b"k"),
+            vmlinux: f("vmlinux", b"k"),
+            busybox: f("busybox", b"bb64"),
+            kexec: f("kexec", b"kx64"),
+            kexec_libs: vec![
+                ("/lib/ld-linux-aarch64.so.1".into(), f("ld", b"l")),
+                ("/lib/aarch64-linux-gnu/libc.so.6".into(), f("libc", b"c")),
+            ],
+            modules: vec![KernelModule {
+                name: "virtio_pci".into(),
+                path: f("virtio_pci.ko", b"vp"),
+            }],
+        };
+        let img = f("Image", b"ARMd");
+        let lb = f("lifeboat", b"lb");
+        let e = read_newc(&build(&inputs, &img, Some(&lb)).unwrap()).unwrap();
+        let get = |n: &str| e.iter().find(|x| x.name == n).map(|x| x.data.clone());
+        assert_eq!(get("lifeboat/Image").as_deref(), Some(&b"ARMd"[..]));
+        assert_eq!(get("lifeboat/bzImage"), None);
+        assert_eq!(get("lifeboat/lifeboat").as_deref(), Some(&b"lb"[..]));
+        assert_eq!(get("bin/busybox").as_deref(), Some(&b"bb64"[..]));
+        assert_eq!(get("sbin/kexec").as_deref(), Some(&b"kx64"[..]));
+        assert_eq!(get("lib/ld-linux-aarch64.so.1").as_deref(), Some(&b"l"[..]));
+        assert_eq!(get("lib/aarch64-linux-gnu/libc.so.6").as_deref(), Some(&b"c"[..]));
+        assert_eq!(get("modules/order").as_deref(), Some(&b"virtio_pci\n"[..]));
+        // Without lifeboat: no capture kernel and no tool, the rest the same.
+        let e = read_newc(&build_without_lifeboat(&inputs).unwrap()).unwrap();
+        assert!(e.iter().all(|x| !x.name.starts_with("lifeboat/")), "{:?}", e.iter().map(|x| &x.name).collect::<Vec<_>>());
+        assert!(e.iter().any(|x| x.name == "init"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn init_script_arms_each_mode_and_crashes() {
         for needle in [
-            "--syscall kexec_file_load lifeboat.action=halt",
-            "--syscall kexec_load lifeboat.action=halt",
-            "/sbin/kexec -p /lifeboat/bzImage --append=\"lifeboat.action=halt\"",
+            "--payload $P --syscall kexec_file_load lifeboat.action=halt",
+            "--payload $P --syscall kexec_load lifeboat.action=halt",
+            "/sbin/kexec -p $P --append=\"lifeboat.action=halt\"",
+            "P=/lifeboat/bzImage\n[ -e /lifeboat/Image ] && P=/lifeboat/Image\n",
             "/lifeboat/lifeboat status",
             MARK_CRASHING,
             "echo \"e2e: load failed: $*\"",
@@ -388,6 +465,9 @@ mod tests {
             "kexec_file_load lifeboat.action=halt $sinkopt",
             "insmod /modules/$m.ko",
             "ip route add default via 10.0.2.2",
+            "none)\n",
+            "echo \"e2e: vmcoreinfo: $(cat /sys/kernel/vmcoreinfo)\"",
+            "echo \"e2e: /init at $(cut -d' ' -f1 /proc/uptime) s\"",
         ] {
             assert!(INIT_SCRIPT.contains(needle), "{needle}");
         }

@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The kernel meta package whose dependency names the kernel under test.
+pub use super::arch::{Arch, HostTools};
+
+/// The kernel meta package whose dependency names the kernel under test (x86_64; see
+/// [`Arch::meta_package`]).
 pub const META_PACKAGE: &str = "linux-image-cloud-amd64";
 
 /// The modules the sink scenarios' guests load (`virtio_pci` is the transport both drivers
@@ -29,21 +32,28 @@ pub fn crash_binary() -> String {
 /// The guest kernel and the host tools, ready to use.
 #[derive(Clone, Debug)]
 pub struct Inputs {
+    /// The guest's architecture.
+    pub arch: Arch,
+    /// How the host runs makedumpfile and crash on this architecture's dumps.
+    pub tools: HostTools,
     /// e.g. `linux-image-6.1.0-56-cloud-amd64`.
     pub image_package: String,
     /// e.g. `6.1.192-2`.
     pub image_version: String,
     /// `uname -r` of the guest kernel, e.g. `6.1.0-56-cloud-amd64`.
     pub kernel_release: String,
+    /// The kernel QEMU boots: `vmlinuz-<release>` (a bzImage on x86_64, an uncompressed
+    /// Image on arm64).
     pub vmlinuz: PathBuf,
     /// The unstripped kernel with DWARF, from the `-dbg` package (for `crash`).
     pub vmlinux: PathBuf,
+    /// A static busybox for the guest.
     pub busybox: PathBuf,
+    /// Debian's kexec-tools for the guest.
     pub kexec: PathBuf,
-    /// Libraries `ldd` lists for kexec, including the dynamic loader: (path in the guest,
-    /// host file to copy).
+    /// kexec's libraries, including the dynamic loader: (path in the guest, file to copy).
     pub kexec_libs: Vec<(String, PathBuf)>,
-    /// [`SINK_MODULES`] and their dependencies, dependencies first (the `insmod` order).
+    /// [`Arch::sink_modules`] and their dependencies, dependencies first (the `insmod` order).
     pub modules: Vec<KernelModule>,
 }
 
@@ -92,7 +102,41 @@ pub fn prepare(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Inputs, 
     std::fs::create_dir_all(cache_dir)
         .map_err(|e| format!("cannot create {}: {e}", cache_dir.display()))?;
     let meta = cached_deb(cache_dir, META_PACKAGE, None, log)?;
-    let depends = deb_field(&meta, "Depends")?;
+    let kernel = kernel_files(cache_dir, &Apt::host(Arch::X86_64), &meta, log)?;
+    Ok(Inputs {
+        arch: Arch::X86_64,
+        tools: HostTools::Native,
+        image_package: kernel.image_package,
+        image_version: kernel.image_version,
+        kernel_release: kernel.kernel_release,
+        vmlinuz: kernel.vmlinuz,
+        vmlinux: kernel.vmlinux,
+        busybox,
+        kexec,
+        kexec_libs,
+        modules: kernel.modules,
+    })
+}
+
+/// The kernel under test and what comes from its packages.
+pub(crate) struct KernelFiles {
+    pub image_package: String,
+    pub image_version: String,
+    pub kernel_release: String,
+    pub vmlinuz: PathBuf,
+    pub vmlinux: PathBuf,
+    pub modules: Vec<KernelModule>,
+}
+
+/// From the cached meta package `meta`: the image package it depends on (`vmlinuz`, the sink
+/// modules) and its `-dbg` twin (`vmlinux`), downloaded once and extracted into the cache.
+pub(crate) fn kernel_files(
+    cache_dir: &Path,
+    apt: &Apt,
+    meta: &Path,
+    log: &mut dyn FnMut(String),
+) -> Result<KernelFiles, String> {
+    let depends = deb_field(meta, "Depends")?;
     let (image_package, image_version) = parse_image_dependency(&depends).ok_or_else(|| {
         format!(
             "{}: no linux-image-* (= version) in Depends: {depends}",
@@ -100,8 +144,8 @@ pub fn prepare(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Inputs, 
         )
     })?;
     let kernel_release = image_package["linux-image-".len()..].to_string();
-    let image = cached_deb(cache_dir, &image_package, Some(&image_version), log)?;
-    let dbg = cached_deb(
+    let image = apt.cached_deb(cache_dir, &image_package, Some(&image_version), log)?;
+    let dbg = apt.cached_deb(
         cache_dir,
         &format!("{image_package}-dbg"),
         Some(&image_version),
@@ -119,16 +163,19 @@ pub fn prepare(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Inputs, 
         &cache_dir.join(format!("vmlinux-{kernel_release}")),
         log,
     )?;
-    let modules = sink_modules(&image, &kernel_release, cache_dir, log)?;
-    Ok(Inputs {
+    let modules = sink_modules(
+        &image,
+        &kernel_release,
+        apt.arch.sink_modules(),
+        cache_dir,
+        log,
+    )?;
+    Ok(KernelFiles {
         image_package,
         image_version,
         kernel_release,
         vmlinuz,
         vmlinux,
-        busybox,
-        kexec,
-        kexec_libs,
         modules,
     })
 }
@@ -253,74 +300,195 @@ fn version_in_filename(v: &str) -> String {
     v.replace(':', "%3a")
 }
 
-/// The cached `.deb` of `package` (at `version`, or the newest cached one), downloaded with
-/// `apt-get download` into `cache_dir` only if no intact copy is there.
+/// The cached `.deb` of `package` (at `version`, or the newest cached one) for the host's
+/// architecture, downloaded with `apt-get download` into `cache_dir` only if no intact copy
+/// is there.
 fn cached_deb(
     cache_dir: &Path,
     package: &str,
     version: Option<&str>,
     log: &mut dyn FnMut(String),
 ) -> Result<PathBuf, String> {
-    let find = || -> Vec<PathBuf> {
-        let prefix = format!("{package}_");
-        let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let ver = name
-                    .strip_prefix(&prefix)?
-                    .strip_suffix("_amd64.deb")
-                    .or_else(|| name.strip_prefix(&prefix)?.strip_suffix("_all.deb"))?;
-                if version.is_some_and(|v| version_in_filename(v) != ver) {
-                    return None;
-                }
-                let mtime = e.metadata().ok()?.modified().ok()?;
-                Some((mtime, e.path()))
-            })
-            .collect();
-        found.sort();
-        found.into_iter().rev().map(|(_, p)| p).collect()
-    };
-    for p in find() {
-        if deb_is_intact(&p) {
-            return Ok(p);
+    Apt::host(Arch::X86_64).cached_deb(cache_dir, package, version, log)
+}
+
+/// How `apt-get download` finds packages of one architecture.
+///
+/// The host's apt knows its own architecture only: `apt-get download busybox-static:arm64`
+/// says "Unable to locate package" until `dpkg --add-architecture arm64` and `apt-get update`
+/// changed the host. Instead, [`Apt::foreign`] gives apt a package index of its own in the
+/// cache (`-o Dir::State=…`, `APT::Architecture=arm64`), filled by `apt-get update` from the
+/// host's own sources and keys: nothing on the host changes, and no root is needed.
+#[derive(Clone, Debug)]
+pub struct Apt {
+    pub arch: Arch,
+    /// The private apt state directory; `None`: the host's apt.
+    state: Option<PathBuf>,
+}
+
+impl Apt {
+    /// The host's apt, for packages of its own architecture (`arch`).
+    pub fn host(arch: Arch) -> Self {
+        Apt { arch, state: None }
+    }
+
+    /// An apt for `arch` packages with its index in `state` (see [`Apt::update_if_needed`]).
+    pub fn foreign(arch: Arch, state: PathBuf) -> Self {
+        Apt {
+            arch,
+            state: Some(state),
         }
+    }
+
+    /// The `-o` options that point apt at the private state (empty for the host's apt).
+    pub fn options(&self) -> Vec<String> {
+        let Some(st) = &self.state else {
+            return vec![];
+        };
+        let d = st.display();
+        let a = self.arch.deb_arch();
+        [
+            format!("APT::Architecture={a}"),
+            format!("APT::Architectures={a}"),
+            format!("Dir::State={d}"),
+            format!("Dir::State::Lists={d}/lists"),
+            format!("Dir::State::status={d}/status"),
+            format!("Dir::Cache={d}/cache"),
+            // As root apt downloads as the `_apt` user, which cannot write the cache here.
+            "APT::Sandbox::User=root".into(),
+            // Only the Packages indexes: no translations, no AppStream metadata.
+            "Acquire::Languages=none".into(),
+            "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".into(),
+            "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false".into(),
+            "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false".into(),
+        ]
+        .into_iter()
+        .flat_map(|o| ["-o".to_string(), o])
+        .collect()
+    }
+
+    fn apt_get(&self) -> Command {
+        let mut c = Command::new("apt-get");
+        c.args(self.options());
+        c
+    }
+
+    /// For a private index: `apt-get update` once (when it has no package lists yet).
+    pub fn update_if_needed(&self, log: &mut dyn FnMut(String)) -> Result<(), String> {
+        let Some(st) = &self.state else {
+            return Ok(());
+        };
+        let lists = st.join("lists");
+        let has_lists = std::fs::read_dir(&lists).into_iter().flatten().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(&format!("binary-{}_Packages", self.arch.deb_arch()))
+        });
+        if has_lists {
+            return Ok(());
+        }
+        for d in [
+            lists.join("partial"),
+            st.join("cache/archives/partial"),
+        ] {
+            std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
+        std::fs::write(st.join("status"), b"").map_err(|e| format!("{}: {e}", st.display()))?;
         log(format!(
-            "{} is damaged (dpkg-deb -I fails); removing it",
-            p.display()
+            "apt-get update of a private {} package index in {}",
+            self.arch.deb_arch(),
+            st.display()
         ));
-        let _ = std::fs::remove_file(&p);
+        let out = run_output(self.apt_get().arg("-q").arg("update"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "apt-get update of the {} index in {} failed (network?): {}",
+                self.arch.deb_arch(),
+                st.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
     }
-    let spec = match version {
-        Some(v) => format!("{package}={v}"),
-        None => package.to_string(),
-    };
-    log(format!("downloading {spec} into {}", cache_dir.display()));
-    let out = run_output(
-        Command::new("apt-get")
-            .arg("download")
-            .arg(&spec)
-            .current_dir(cache_dir),
-    )?;
-    if !out.status.success() {
-        return Err(format!(
-            "`apt-get download {spec}` failed (is `apt-get update` done and the network up?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+
+    /// The cached `.deb` of `package` (at `version`, or the newest cached one), downloaded
+    /// with `apt-get download` into `cache_dir` only if no intact copy is there.
+    pub fn cached_deb(
+        &self,
+        cache_dir: &Path,
+        package: &str,
+        version: Option<&str>,
+        log: &mut dyn FnMut(String),
+    ) -> Result<PathBuf, String> {
+        let suffix = format!("_{}.deb", self.arch.deb_arch());
+        let find = || -> Vec<PathBuf> {
+            let prefix = format!("{package}_");
+            let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let ver = deb_file_version(&name, &prefix, &suffix)?;
+                    if version.is_some_and(|v| version_in_filename(v) != ver) {
+                        return None;
+                    }
+                    let mtime = e.metadata().ok()?.modified().ok()?;
+                    Some((mtime, e.path()))
+                })
+                .collect();
+            found.sort();
+            found.into_iter().rev().map(|(_, p)| p).collect()
+        };
+        for p in find() {
+            if deb_is_intact(&p) {
+                return Ok(p);
+            }
+            log(format!(
+                "{} is damaged (dpkg-deb -I fails); removing it",
+                p.display()
+            ));
+            let _ = std::fs::remove_file(&p);
+        }
+        self.update_if_needed(log)?;
+        let spec = match version {
+            Some(v) => format!("{package}={v}"),
+            None => package.to_string(),
+        };
+        log(format!("downloading {spec} ({}) into {}", self.arch.deb_arch(), cache_dir.display()));
+        let out = run_output(
+            self.apt_get()
+                .arg("download")
+                .arg(&spec)
+                .current_dir(cache_dir),
+        )?;
+        if !out.status.success() {
+            return Err(format!(
+                "`apt-get download {spec}` ({}) failed (is `apt-get update` done and the network up?): {}",
+                self.arch.deb_arch(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let p = find().into_iter().next().ok_or_else(|| {
+            format!("`apt-get download {spec}` wrote no {package}_*{suffix} (or _all.deb)")
+        })?;
+        if !deb_is_intact(&p) {
+            return Err(format!("{} is damaged right after download", p.display()));
+        }
+        Ok(p)
     }
-    let p = find().into_iter().next().ok_or_else(|| {
-        format!("`apt-get download {spec}` wrote no {package}_*_amd64.deb (or _all.deb)")
-    })?;
-    if !deb_is_intact(&p) {
-        return Err(format!("{} is damaged right after download", p.display()));
-    }
-    Ok(p)
+}
+
+/// The version part of a `.deb` file name `<package>_<version>_<arch>.deb` (or `_all.deb`).
+fn deb_file_version<'a>(name: &'a str, prefix: &str, suffix: &str) -> Option<&'a str> {
+    let rest = name.strip_prefix(prefix)?;
+    rest.strip_suffix(suffix)
+        .or_else(|| rest.strip_suffix("_all.deb"))
+        .filter(|v| !v.contains('_'))
 }
 
 /// Extract one member of a `.deb`'s data archive to `dest` (kept: reused when it exists).
-fn extract_member(
+pub(crate) fn extract_member(
     deb: &Path,
     member: &str,
     dest: &Path,
@@ -516,12 +684,13 @@ pub fn load_order(
     Ok(out)
 }
 
-/// [`SINK_MODULES`] and everything they depend on, extracted from the image package into
+/// `roots` ([`Arch::sink_modules`]) and everything they depend on, extracted from the image package into
 /// `<cache>/modules-<release>/<name>.ko` (kept between runs), in `insmod` order. Each module's
 /// `vermagic=` must name `release`.
 fn sink_modules(
     image: &Path,
     release: &str,
+    roots: &[&str],
     cache_dir: &Path,
     log: &mut dyn FnMut(String),
 ) -> Result<Vec<KernelModule>, String> {
@@ -530,7 +699,7 @@ fn sink_modules(
     let file = |n: &str| dir.join(format!("{n}.ko"));
     let mut listing: Option<BTreeMap<String, String>> = None;
     let mut depends: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut want: Vec<String> = SINK_MODULES.iter().map(|s| s.to_string()).collect();
+    let mut want: Vec<String> = roots.iter().map(|s| s.to_string()).collect();
     while !want.is_empty() {
         let missing: Vec<&String> = want.iter().filter(|n| !file(n).is_file()).collect();
         if !missing.is_empty() {
@@ -587,7 +756,7 @@ fn sink_modules(
         next.retain(|d| !depends.contains_key(d));
         want = next;
     }
-    Ok(load_order(SINK_MODULES, &depends)?
+    Ok(load_order(roots, &depends)?
         .into_iter()
         .map(|name| KernelModule {
             path: file(&name),
@@ -745,24 +914,40 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
     host.is_file().then_some(host)
 }
 
-/// Download (once) makedumpfile and the library packages it depends on, transitively, extract
-/// them into `<cache>/kdump-root/` (redone when the set of packages changes), and find the
-/// ELF interpreter and every library makedumpfile needs in that tree.
-pub fn prepare_kdump(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<KdumpInputs, String> {
+/// Debian packages and the library packages they depend on, transitively, extracted
+/// together into one directory of the cache.
+#[derive(Clone, Debug)]
+pub struct PackageRoot {
+    pub dir: PathBuf,
+    /// Every package extracted: (name, version), the requested ones first.
+    pub packages: Vec<(String, String)>,
+}
+
+/// Download (once) `wanted` and the `lib*` packages they depend on ([`parse_lib_depends`]),
+/// transitively, and extract them all into `<cache>/<dir_name>/` (redone when the set of
+/// packages changes; a `.packages` stamp lists them).
+pub fn package_root(
+    cache_dir: &Path,
+    apt: &Apt,
+    wanted: &[&str],
+    dir_name: &str,
+    log: &mut dyn FnMut(String),
+) -> Result<PackageRoot, String> {
     std::fs::create_dir_all(cache_dir)
         .map_err(|e| format!("cannot create {}: {e}", cache_dir.display()))?;
-    let mut queue = vec![KDUMP_TOOL_PACKAGE.to_string()];
+    let mut queue: Vec<String> = wanted.iter().rev().map(|s| s.to_string()).collect();
     let mut debs: Vec<(String, String, PathBuf)> = Vec::new();
     while let Some(pkg) = queue.pop() {
         if debs.iter().any(|(n, _, _)| *n == pkg) {
             continue;
         }
-        if debs.len() > 40 {
+        if debs.len() > 60 {
             return Err(format!(
-                "more than 40 packages behind {KDUMP_TOOL_PACKAGE}: {queue:?}"
+                "more than 60 packages behind {}: {queue:?}",
+                wanted.join(", ")
             ));
         }
-        let deb = cached_deb(cache_dir, &pkg, None, log)?;
+        let deb = apt.cached_deb(cache_dir, &pkg, None, log)?;
         let version = deb_field(&deb, "Version")?;
         for field in ["Pre-Depends", "Depends"] {
             let deps = deb_field(&deb, field)?;
@@ -772,7 +957,7 @@ pub fn prepare_kdump(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Kd
         }
         debs.push((pkg, version, deb));
     }
-    let root = cache_dir.join("kdump-root");
+    let root = cache_dir.join(dir_name);
     let stamp_text: String = debs.iter().map(|(n, v, _)| format!("{n} {v}\n")).collect();
     let stamp = root.join(".packages");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(stamp_text.as_str()) {
@@ -784,7 +969,7 @@ pub fn prepare_kdump(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Kd
                 .join(" "),
             root.display()
         ));
-        let scratch = cache_dir.join("kdump-root.extracting");
+        let scratch = cache_dir.join(format!("{dir_name}.extracting"));
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
         for (_, _, deb) in &debs {
@@ -801,54 +986,87 @@ pub fn prepare_kdump(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Kd
         let _ = std::fs::remove_dir_all(&root);
         std::fs::rename(&scratch, &root).map_err(|e| format!("{}: {e}", root.display()))?;
     }
-    let makedumpfile = [
-        "/usr/sbin/makedumpfile",
-        "/usr/bin/makedumpfile",
-        "/sbin/makedumpfile",
-        "/bin/makedumpfile",
-    ]
-    .iter()
-    .find_map(|p| resolve_in_root(&root, p))
-    .ok_or_else(|| format!("no makedumpfile binary in {}", root.display()))?;
-    let bin =
-        std::fs::read(&makedumpfile).map_err(|e| format!("{}: {e}", makedumpfile.display()))?;
-    let interp =
-        elf_interpreter(&bin).ok_or("makedumpfile has no ELF interpreter (a static build?)")?;
-    let mut libs = vec![(
-        interp.clone(),
-        resolve_in_root(&root, &interp).ok_or_else(|| {
-            format!("the ELF interpreter {interp} is in none of the extracted packages")
-        })?,
-    )];
-    let mut todo = elf_needed(&bin).map_err(|e| format!("{}: {e}", makedumpfile.display()))?;
-    while let Some(soname) = todo.pop() {
-        let guest = format!("/lib/x86_64-linux-gnu/{soname}");
-        if libs.iter().any(|(g, _)| *g == guest) {
-            continue;
-        }
-        let host = [
-            "lib/x86_64-linux-gnu",
-            "usr/lib/x86_64-linux-gnu",
-            "lib",
-            "usr/lib",
-        ]
-        .iter()
-        .find_map(|d| resolve_in_root(&root, &format!("/{d}/{soname}")))
-        .ok_or_else(|| {
-            format!(
-                "makedumpfile needs {soname}, which none of the extracted packages ({}) has",
-                debs.iter()
-                    .map(|(n, _, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
-        let bytes = std::fs::read(&host).map_err(|e| format!("{}: {e}", host.display()))?;
-        todo.extend(elf_needed(&bytes).map_err(|e| format!("{}: {e}", host.display()))?);
-        libs.push((guest, host));
-    }
-    Ok(KdumpInputs {
+    Ok(PackageRoot {
+        dir: root,
         packages: debs.into_iter().map(|(n, v, _)| (n, v)).collect(),
+    })
+}
+
+impl PackageRoot {
+    /// The first of `paths` (absolute, as on a Debian system) that is a file in the root.
+    pub fn find(&self, paths: &[&str]) -> Option<PathBuf> {
+        paths.iter().find_map(|p| resolve_in_root(&self.dir, p))
+    }
+
+    /// The ELF interpreter and every `DT_NEEDED` library of `binary` (a file in the root),
+    /// transitively: (path in a guest, file in the root). Libraries go to
+    /// `/lib/<multiarch>/<soname>`, the interpreter to its `PT_INTERP` path.
+    pub fn libs_of(&self, binary: &Path, multiarch: &str) -> Result<Vec<(String, PathBuf)>, String> {
+        let root = &self.dir;
+        let name = binary.display();
+        let bin = std::fs::read(binary).map_err(|e| format!("{name}: {e}"))?;
+        let interp = elf_interpreter(&bin)
+            .ok_or_else(|| format!("{name} has no ELF interpreter (a static build?)"))?;
+        let mut libs = vec![(
+            interp.clone(),
+            resolve_in_root(root, &interp).ok_or_else(|| {
+                format!("the ELF interpreter {interp} is in none of the extracted packages")
+            })?,
+        )];
+        let mut todo = elf_needed(&bin).map_err(|e| format!("{name}: {e}"))?;
+        while let Some(soname) = todo.pop() {
+            let guest = format!("/lib/{multiarch}/{soname}");
+            if libs.iter().any(|(g, _)| *g == guest) {
+                continue;
+            }
+            let host = [
+                format!("lib/{multiarch}"),
+                format!("usr/lib/{multiarch}"),
+                "lib".into(),
+                "usr/lib".into(),
+            ]
+            .iter()
+            .find_map(|d| resolve_in_root(root, &format!("/{d}/{soname}")))
+            .ok_or_else(|| {
+                format!(
+                    "{name} needs {soname}, which none of the extracted packages ({}) has",
+                    self.packages
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            let bytes = std::fs::read(&host).map_err(|e| format!("{}: {e}", host.display()))?;
+            todo.extend(elf_needed(&bytes).map_err(|e| format!("{}: {e}", host.display()))?);
+            libs.push((guest, host));
+        }
+        Ok(libs)
+    }
+}
+
+/// Download (once) makedumpfile and the library packages it depends on, transitively, extract
+/// them into `<cache>/kdump-root/` (redone when the set of packages changes), and find the
+/// ELF interpreter and every library makedumpfile needs in that tree.
+pub fn prepare_kdump(cache_dir: &Path, log: &mut dyn FnMut(String)) -> Result<KdumpInputs, String> {
+    let root = package_root(
+        cache_dir,
+        &Apt::host(Arch::X86_64),
+        &[KDUMP_TOOL_PACKAGE],
+        "kdump-root",
+        log,
+    )?;
+    let makedumpfile = root
+        .find(&[
+            "/usr/sbin/makedumpfile",
+            "/usr/bin/makedumpfile",
+            "/sbin/makedumpfile",
+            "/bin/makedumpfile",
+        ])
+        .ok_or_else(|| format!("no makedumpfile binary in {}", root.dir.display()))?;
+    let libs = root.libs_of(&makedumpfile, Arch::X86_64.multiarch())?;
+    Ok(KdumpInputs {
+        packages: root.packages,
         makedumpfile,
         libs,
     })
@@ -1040,6 +1258,40 @@ mod tests {
         assert_eq!(resolve_in_root(&root, "/lib64/ld.so"), Some(want));
         assert_eq!(resolve_in_root(&root, "/lib64/../lib64/nope"), None);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn deb_file_names_by_architecture() {
+        let v = |n: &str, p: &str, s: &str| deb_file_version(n, p, s).map(String::from);
+        assert_eq!(
+            v("busybox-static_1%3a1.35.0-4+deb12u1+b1_arm64.deb", "busybox-static_", "_arm64.deb"),
+            Some("1%3a1.35.0-4+deb12u1+b1".into())
+        );
+        assert_eq!(v("busybox-static_1.35_amd64.deb", "busybox-static_", "_arm64.deb"), None);
+        assert_eq!(v("linux-base_4.9_all.deb", "linux-base_", "_arm64.deb"), Some("4.9".into()));
+        // The -dbg package is not the image package.
+        assert_eq!(
+            v(
+                "linux-image-6.1.0-56-cloud-arm64-dbg_6.1.192-2_arm64.deb",
+                "linux-image-6.1.0-56-cloud-arm64_",
+                "_arm64.deb"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn library_dependencies_of_the_arm64_tools() {
+        // Debian 12's crash and kexec-tools (arm64): binutils and debconf are not libraries
+        // the binaries load.
+        assert_eq!(
+            parse_lib_depends("libc6 (>= 2.34), libgcc-s1 (>= 4.2), liblzo2-2 (>= 2.02), libncursesw6 (>= 6), libsnappy1v5 (>= 1.1.9), libstdc++6 (>= 12.2.0-9), libtinfo6 (>= 6), libzstd1 (>= 1.5.2), binutils"),
+            ["libc6", "libgcc-s1", "liblzo2-2", "libncursesw6", "libsnappy1v5", "libstdc++6", "libtinfo6", "libzstd1"]
+        );
+        assert_eq!(
+            parse_lib_depends("libc6 (>= 2.34), libxenmisc4.17 (>= 4.17.5+23-ga4e5191dc0), zlib1g (>= 1:1.2.2.3), debconf (>= 0.5) | debconf-2.0, debconf"),
+            ["libc6", "libxenmisc4.17", "zlib1g"]
+        );
     }
 
     #[test]

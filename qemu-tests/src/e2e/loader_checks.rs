@@ -99,7 +99,13 @@ pub fn judge(s: &LoaderScenario, runs: &[Ran]) -> Vec<Check> {
 }
 
 /// Boot the guest in loader mode and check what `lifeboat` said.
-pub fn run(s: &LoaderScenario, work_dir: &Path, vmlinuz: &Path, initramfs: &Path) -> E2eScenarioReport {
+pub fn run(
+    s: &LoaderScenario,
+    arch: super::arch::Arch,
+    work_dir: &Path,
+    vmlinuz: &Path,
+    initramfs: &Path,
+) -> E2eScenarioReport {
     let start = Instant::now();
     let dir = work_dir.join(s.name);
     let mut r = E2eScenarioReport::new(s.name);
@@ -108,12 +114,13 @@ pub fn run(s: &LoaderScenario, work_dir: &Path, vmlinuz: &Path, initramfs: &Path
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let ck = s.crashkernel.map(|c| format!(" crashkernel={c}")).unwrap_or_default();
         let spec = GuestSpec {
+            arch,
             dir: &dir,
             vmlinuz,
             initramfs,
             mem: "1G",
             smp: 2,
-            append: format!("console=ttyS0{ck} panic=0 e2e.load=loader"),
+            append: format!("console={}{ck} panic=0 e2e.load=loader", arch.console()),
             timeout: Duration::from_secs(180),
             verbose: false,
             extra: vec![],

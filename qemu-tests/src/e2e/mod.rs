@@ -5,13 +5,19 @@
 //! --dump-dmesg`, `crash`) and byte for byte against QEMU's own view of guest memory
 //! (`dump-guest-memory` over QMP).
 //!
+//! - [`arch`]: what differs between the x86_64 and arm64 guests ([`run_for`] takes an
+//!   [`Arch`]; [`run`] is x86_64); [`arm64`]: the arm64 inputs, all from Debian's archive.
 //! - [`inputs`]: the Debian kernel packages (downloaded once into the cache) and host tools.
 //! - [`cpio`], [`initramfs`]: the guest's initramfs and its `/init`.
 //! - [`guest`]: QEMU, the serial watch (timings, fail-fast markers) and QMP.
 //! - [`sink`]: the dump disk, the server, and how the dump comes back to the host.
 //! - [`guest_memory`]: QEMU's ELF memory dump; [`dump_layout`]: the dump's own headers;
-//!   [`checks`]: every check. See `qemu-tests/E2E.md`.
+//!   [`checks`]: every check; [`baseline`]: the host tools on a crash nothing captured.
+//!   See `qemu-tests/E2E.md`.
 
+pub mod arch;
+pub mod arm64;
+pub mod baseline;
 pub mod bench;
 pub mod chart;
 pub mod checks;
@@ -31,6 +37,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use arch::Arch;
 use checks::{check, Check, Comparison, Exclusions};
 use guest_memory::PAGE;
 pub use sink::Sink;
@@ -39,10 +46,11 @@ pub use sink::Sink;
 /// dump-guest-memory of the crashed guest, an ELF vmcore).
 pub const KEEP_MEMORY_ENV: &str = "LIFEBOAT_E2E_KEEP_MEMORY";
 
-/// What `cargo xtask e2e` passes in.
+/// What `cargo xtask e2e` passes in. The architecture is [`run_for`]'s argument ([`run`] is
+/// x86_64); the paths are that architecture's.
 #[derive(Clone, Debug)]
 pub struct E2eConfig {
-    /// The capture kernel (`target/lifeboat/x86_64/bzImage`).
+    /// The capture kernel (`target/lifeboat/x86_64/bzImage`, `target/lifeboat/aarch64/Image`).
     pub bzimage: PathBuf,
     /// Static (musl) `lifeboat` for the guest (`lifeboat load`, `lifeboat status`).
     pub lifeboat_guest: PathBuf,
@@ -86,6 +94,8 @@ impl LoadMethod {
 
 #[derive(Clone, Debug)]
 pub struct E2eScenario {
+    /// The guest's architecture.
+    pub arch: Arch,
     pub name: &'static str,
     pub load: LoadMethod,
     pub mem_gib: u64,
@@ -107,7 +117,8 @@ impl E2eScenario {
     /// ([`sink::SinkHost::e2e_sink`]: the network sink's port is only known at run time).
     pub fn append(&self, e2e_sink: Option<&str>) -> String {
         let mut a = format!(
-            "console=ttyS0 crashkernel={} panic=0 e2e.load={}",
+            "console={} crashkernel={} panic=0 e2e.load={}",
+            self.arch.console(),
             self.crashkernel,
             self.load.cmdline_word()
         );
@@ -122,9 +133,10 @@ impl E2eScenario {
 /// The guest's `crashkernel=` (lifeboat needs a few MiB; this leaves room for kexec-tools).
 pub const CRASHKERNEL: &str = "16M";
 
-/// Every scenario.
+/// Every x86_64 scenario.
 pub fn scenarios() -> Vec<E2eScenario> {
     let s = |name, load, mem_gib, default, sink| E2eScenario {
+        arch: Arch::X86_64,
         name,
         load,
         mem_gib,
@@ -143,9 +155,44 @@ pub fn scenarios() -> Vec<E2eScenario> {
     ]
 }
 
-/// The scenarios a configuration selects.
+/// Every arm64 scenario. Debian's arm64 kernel has no kexec_file_load (no CONFIG_KEXEC_FILE),
+/// so all of them arm kdump with `lifeboat load --syscall kexec_load`. QEMU's `virt` board has
+/// one PL011: the console and the serial sink share it, with lifeboat's frames among the text
+/// as on x86_64's COM1, and `lifeboat receive` separates them the same way.
+pub fn arm64_scenarios() -> Vec<E2eScenario> {
+    let s = |name, mem_gib, default, sink| E2eScenario {
+        arch: Arch::Aarch64,
+        name,
+        load: LoadMethod::LifeboatLoad,
+        mem_gib,
+        cpus: 2,
+        default,
+        crashkernel: CRASHKERNEL,
+        sink,
+    };
+    vec![
+        s("serial-1g", 1, true, Sink::Serial),
+        s("blk-1g", 1, false, Sink::Blk),
+        s("net-1g", 1, false, Sink::Net),
+    ]
+}
+
+/// Every scenario of `arch`.
+pub fn scenarios_for(arch: Arch) -> Vec<E2eScenario> {
+    match arch {
+        Arch::X86_64 => scenarios(),
+        Arch::Aarch64 => arm64_scenarios(),
+    }
+}
+
+/// The x86_64 scenarios a configuration selects.
 pub fn select(full: bool, filter: Option<&str>) -> Vec<E2eScenario> {
-    scenarios()
+    select_for(Arch::X86_64, full, filter)
+}
+
+/// The scenarios of `arch` a configuration selects.
+pub fn select_for(arch: Arch, full: bool, filter: Option<&str>) -> Vec<E2eScenario> {
+    scenarios_for(arch)
         .into_iter()
         .filter(|s| match filter {
             Some(f) => s.name.contains(f),
@@ -305,9 +352,19 @@ impl fmt::Display for E2eError {
 
 impl std::error::Error for E2eError {}
 
-/// Run the selected scenarios, printing progress to stdout. `Ok` only if all passed.
+/// Run the selected x86_64 scenarios, printing progress to stdout. `Ok` only if all passed.
 pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
-    let selected = select(cfg.full, cfg.filter.as_deref());
+    run_for(cfg, Arch::X86_64)
+}
+
+/// Run the selected scenarios of `arch` (`cfg`'s images are that architecture's: for
+/// aarch64 `target/lifeboat/aarch64/{Image,lifeboat}`), printing progress to stdout. `Ok`
+/// only if all passed.
+pub fn run_for(cfg: &E2eConfig, arch: Arch) -> Result<E2eReport, E2eError> {
+    if cfg.filter.as_deref().is_some_and(|f| f.contains("baseline")) {
+        return run_baseline(cfg, arch);
+    }
+    let selected = select_for(arch, cfg.full, cfg.filter.as_deref());
     // The loader checks are cheap (no capture): in every run unless a filter picks others.
     let loader: Vec<_> = loader_checks::scenarios()
         .into_iter()
@@ -316,7 +373,7 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
     if selected.is_empty() && loader.is_empty() {
         return Err(E2eError::NoScenario {
             filter: cfg.filter.clone().unwrap_or_default(),
-            known: scenarios().iter().map(|s| s.name).collect(),
+            known: scenarios_for(arch).iter().map(|s| s.name).collect(),
         });
     }
     let need = |p: &Path, what: &str| -> Result<(), E2eError> {
@@ -338,7 +395,7 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
             "the static (musl) lifeboat for the guest",
         )?;
     }
-    let (inputs, initramfs) = prepare(cfg)?;
+    let (inputs, initramfs) = prepare_for(cfg, arch)?;
 
     let mut report = E2eReport {
         kernel: format!("{} {}", inputs.image_package, inputs.image_version),
@@ -352,7 +409,7 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
             s.name,
             s.crashkernel.unwrap_or("none")
         );
-        let r = loader_checks::run(s, &cfg.work_dir, &inputs.vmlinuz, &initramfs);
+        let r = loader_checks::run(s, arch, &cfg.work_dir, &inputs.vmlinuz, &initramfs);
         print_scenario(&r);
         report.scenarios.push(r);
     }
@@ -380,6 +437,24 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, E2eError> {
     }
 }
 
+/// `--filter baseline`: only [`baseline::run`], the host tools on QEMU's memory of a crash
+/// nothing captured (no lifeboat image needed).
+fn run_baseline(cfg: &E2eConfig, arch: Arch) -> Result<E2eReport, E2eError> {
+    println!("e2e: [1/1] {} ({arch}: e2e.load=none, QEMU's memory dump, makedumpfile, crash) …", baseline::NAME);
+    let r = baseline::run(cfg, arch)?;
+    print_scenario(&r);
+    let report = E2eReport {
+        kernel: r.details.first().cloned().unwrap_or_default(),
+        scenarios: vec![r],
+    };
+    println!("{report}");
+    if report.passed() == 1 {
+        Ok(report)
+    } else {
+        Err(E2eError::Failed(report))
+    }
+}
+
 pub(crate) fn print_scenario(r: &E2eScenarioReport) {
     println!("e2e: {} {} ({:.0} s)", if r.passed { "PASS" } else { "FAIL" }, r.name, r.seconds);
     for c in &r.checks {
@@ -393,10 +468,20 @@ pub(crate) fn print_scenario(r: &E2eScenarioReport) {
     }
 }
 
-/// Fetch the guest kernel (cached) and write the initramfs.
+/// Fetch the x86_64 guest kernel (cached) and write the initramfs.
 pub(crate) fn prepare(cfg: &E2eConfig) -> Result<(inputs::Inputs, PathBuf), E2eError> {
+    prepare_for(cfg, Arch::X86_64)
+}
+
+/// Fetch the guest kernel and tools of `arch` (cached) and write the initramfs
+/// (`<work_dir>/initramfs.cpio`).
+pub fn prepare_for(cfg: &E2eConfig, arch: Arch) -> Result<(inputs::Inputs, PathBuf), E2eError> {
     let mut log = |m: String| println!("e2e: {m}");
-    let inputs = inputs::prepare(&cfg.cache_dir, &mut log).map_err(E2eError::Setup)?;
+    let inputs = match arch {
+        Arch::X86_64 => inputs::prepare(&cfg.cache_dir, &mut log),
+        Arch::Aarch64 => arm64::prepare(&cfg.cache_dir, &mut log),
+    }
+    .map_err(E2eError::Setup)?;
     std::fs::create_dir_all(&cfg.work_dir)
         .map_err(|e| E2eError::Setup(format!("cannot create {}: {e}", cfg.work_dir.display())))?;
     let guest_bin = cfg
@@ -522,6 +607,7 @@ fn scenario_body(
     let mut sink_host = sink::SinkHost::prepare(s.sink, dir, &cfg.lifeboat_host)?;
     let mem = format!("{}G", s.mem_gib);
     let spec = guest::GuestSpec {
+        arch: s.arch,
         dir,
         vmlinuz: &inputs.vmlinuz,
         initramfs,
@@ -584,7 +670,7 @@ fn scenario_body(
     }
 
     // 1. the dump reaches the host: lifeboat receive, fetch or serve
-    let (got, vmcore_path) = sink_host.collect(&cfg.lifeboat_host, dir, &run.verdict);
+    let (got, vmcore_path) = sink_host.collect(&inputs.tools, &cfg.lifeboat_host, dir, &run.verdict);
     let how = got.name;
     r.checks.push(got);
     let vmcore_path = vmcore_path.ok_or(format!("no vmcore from `{how}`"))?;
@@ -626,17 +712,17 @@ fn scenario_body(
     // 3. makedumpfile --dump-dmesg
     r.checks.push(check(
         "makedumpfile --dump-dmesg",
-        checks::makedumpfile_dmesg(dir, &vmcore_path),
+        checks::makedumpfile_dmesg(&inputs.tools, dir, &vmcore_path),
     ));
     // 4. crash
     r.checks.push(check(
         "crash bt/log",
-        checks::crash(&inputs.vmlinux, dir, &vmcore_path, "crash"),
+        checks::crash(&inputs.tools, &inputs.vmlinux, dir, &vmcore_path, "crash"),
     ));
     if let sink::SinkHost::Blk { disk } = &sink_host {
         r.checks.push(check(
             "crash bt/log on the raw disk",
-            checks::crash(&inputs.vmlinux, dir, disk, "crash-disk"),
+            checks::crash(&inputs.tools, &inputs.vmlinux, dir, disk, "crash-disk"),
         ));
     }
 
@@ -651,7 +737,7 @@ fn scenario_body(
             reservation.end - 1
         )],
     };
-    if s.load == LoadMethod::Stock {
+    if s.load == LoadMethod::Stock && s.arch == Arch::X86_64 {
         excl.pfns.insert(0, 0..page(1 << 20));
         excl.why.push(
             "low 1 MiB (kexec-tools' purgatory backs up 0-640 KiB; lifeboat dumps the backup)"
@@ -660,7 +746,7 @@ fn scenario_body(
     }
     // 5. RAM coverage by the guest's own /proc/iomem
     let mut not_expected = vec![reserved_pfns.clone()];
-    if s.load == LoadMethod::LifeboatFile {
+    if s.load == LoadMethod::LifeboatFile && s.arch == Arch::X86_64 {
         not_expected.push(0..page(1 << 20));
     }
     r.checks.push(check(
@@ -687,8 +773,7 @@ fn scenario_body(
             m,
             &system_ram,
             &excl,
-            s.cpus as i32,
-            &inputs.kernel_release,
+            &l.expectations_for(s.cpus as i32, &inputs.kernel_release, s.arch.name()),
         ),
         (Err(e), _) => Err(format!("cannot read the dump's headers: {e}")),
         (_, Err(e)) => Err(format!("cannot read QEMU's memory dump: {e}")),
@@ -721,7 +806,7 @@ fn scenario_body(
     r.checks.push(check(
         "exclusions = makedumpfile -d 31",
         match &layout {
-            Ok(l) => exclusion::cross_check(dir, &spec.qemu_dump_path(), l),
+            Ok(l) => exclusion::cross_check(&inputs.tools, dir, &spec.qemu_dump_path(), l),
             Err(e) => Err(format!("cannot read the dump's headers: {e}")),
         },
     ));
@@ -769,6 +854,28 @@ mod tests {
             (blk.sink, blk.load, blk.timeout().as_secs()),
             (Sink::Blk, LoadMethod::LifeboatFile, 600)
         );
+    }
+
+    #[test]
+    fn arm64_scenarios_use_kexec_load_and_the_pl011() {
+        let names = |v: Vec<E2eScenario>| v.iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(names(select_for(Arch::Aarch64, false, None)), ["serial-1g"]);
+        assert_eq!(
+            names(select_for(Arch::Aarch64, true, None)),
+            ["serial-1g", "blk-1g", "net-1g"]
+        );
+        assert_eq!(names(select_for(Arch::Aarch64, false, Some("blk"))), ["blk-1g"]);
+        for s in arm64_scenarios() {
+            assert_eq!((s.arch, s.load, s.cpus), (Arch::Aarch64, LoadMethod::LifeboatLoad, 2));
+        }
+        let blk = &arm64_scenarios()[1];
+        assert_eq!(
+            blk.append(Some("blk:/dev/vda")),
+            "console=ttyAMA0 crashkernel=16M panic=0 e2e.load=load e2e.sink=blk:/dev/vda"
+        );
+        // The x86_64 list is what it was.
+        assert!(scenarios().iter().all(|s| s.arch == Arch::X86_64));
+        assert_eq!(names(scenarios_for(Arch::X86_64)), names(scenarios()));
     }
 
     #[test]
@@ -844,11 +951,14 @@ mod tests {
         };
         let e = run(&cfg).unwrap_err().to_string();
         assert!(e.contains("file-1g") && e.contains("stock-1g"), "{e}");
+        let e = run_for(&cfg, Arch::Aarch64).unwrap_err().to_string();
+        assert!(e.contains("serial-1g") && e.contains("blk-1g"), "{e}");
         let cfg = E2eConfig {
             filter: None,
             ..cfg
         };
         assert!(matches!(run(&cfg), Err(E2eError::Setup(_))));
+        assert!(matches!(run_for(&cfg, Arch::Aarch64), Err(E2eError::Setup(_))));
     }
 }
 
@@ -862,6 +972,8 @@ mod tests {
 /// `target/release/lifeboat`, `target/e2e-cache`, `target/e2e`); `E2E_BZIMAGE`,
 /// `E2E_LIFEBOAT_GUEST`, `E2E_LIFEBOAT_HOST`, `E2E_CACHE`, `E2E_WORK` override them;
 /// `E2E_FULL=1` runs every scenario, `E2E_VERBOSE=1` prints the whole console.
+/// `E2E_ARCH=aarch64` runs the arm64 scenarios with `target/lifeboat/aarch64/{Image,lifeboat}`
+/// and the work directory `target/e2e/aarch64`.
 #[cfg(test)]
 mod from_env {
     use super::*;
@@ -874,20 +986,26 @@ mod from_env {
         let path = |var: &str, default: PathBuf| {
             std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
         };
+        let arch = std::env::var("E2E_ARCH")
+            .ok()
+            .map(|a| Arch::parse(&a).unwrap_or_else(|| panic!("E2E_ARCH={a}: x86_64 or aarch64")))
+            .unwrap_or_default();
+        let images = target.join("lifeboat").join(arch.name());
+        let work = match arch {
+            Arch::X86_64 => target.join("e2e"),
+            Arch::Aarch64 => target.join("e2e").join(arch.name()),
+        };
         let cfg = E2eConfig {
-            bzimage: path("E2E_BZIMAGE", target.join("lifeboat/x86_64/bzImage")),
-            lifeboat_guest: path(
-                "E2E_LIFEBOAT_GUEST",
-                target.join("lifeboat/x86_64/lifeboat"),
-            ),
+            bzimage: path("E2E_BZIMAGE", images.join(arch.payload_name())),
+            lifeboat_guest: path("E2E_LIFEBOAT_GUEST", images.join("lifeboat")),
             lifeboat_host: path("E2E_LIFEBOAT_HOST", target.join("release/lifeboat")),
             cache_dir: path("E2E_CACHE", target.join("e2e-cache")),
-            work_dir: path("E2E_WORK", target.join("e2e")),
+            work_dir: path("E2E_WORK", work),
             full: std::env::var("E2E_FULL").is_ok_and(|v| v == "1"),
             filter: std::env::var("E2E_FILTER").ok(),
             verbose: std::env::var("E2E_VERBOSE").is_ok_and(|v| v == "1"),
         };
-        if let Err(e) = run(&cfg) {
+        if let Err(e) = run_for(&cfg, arch) {
             panic!("{e}");
         }
     }

@@ -131,6 +131,7 @@ impl SinkHost {
     /// the dump file (`None` when there is none to check further).
     pub fn collect(
         &mut self,
+        tools: &super::arch::HostTools,
         lifeboat_host: &Path,
         dir: &Path,
         verdict: &str,
@@ -142,6 +143,7 @@ impl SinkHost {
                 // (`vmcore.dmesg.txt`, from the LOG frames) = makedumpfile's view of the dump.
                 let r = super::checks::receive(lifeboat_host, dir).and_then(|got| {
                     let log = super::checks::streamed_dmesg_matches_makedumpfile(
+                        tools,
                         dir,
                         &vmcore,
                         &dir.join("vmcore.dmesg.txt"),
@@ -161,6 +163,7 @@ impl SinkHost {
                         return Err(format!("vmcore.dmesg.txt has mode {m:o} (want 600)"));
                     }
                     let log = super::checks::streamed_dmesg_matches_makedumpfile(
+                        tools,
                         dir,
                         &vmcore,
                         &dmesg,
@@ -174,7 +177,7 @@ impl SinkHost {
             }
             SinkHost::Net { server } => {
                 server.kill();
-                let r = served(server, dir, verdict);
+                let r = served(tools, server, dir, verdict);
                 let got = r.as_ref().ok().map(|(_, p)| p.clone());
                 let r = r
                     .map(|(s, _)| s)
@@ -250,7 +253,12 @@ fn fetch(
 /// --dump-dmesg` extracts from that vmcore; `lifeboat.txt` says that `dmesg.txt` is the log
 /// streamed in LOG frames (not derived from the vmcore afterwards). Returns the summary and
 /// the vmcore.
-fn served(server: &Server, dir: &Path, verdict: &str) -> Result<(String, PathBuf), String> {
+fn served(
+    tools: &super::arch::HostTools,
+    server: &Server,
+    dir: &Path,
+    verdict: &str,
+) -> Result<(String, PathBuf), String> {
     complete(verdict)?;
     let dirs = server.dump_dirs();
     let [d] = dirs.as_slice() else {
@@ -292,7 +300,8 @@ fn served(server: &Server, dir: &Path, verdict: &str) -> Result<(String, PathBuf
     }
     let reference = dir.join("served-dmesg.makedumpfile.txt");
     let _ = std::fs::remove_file(&reference);
-    let out = std::process::Command::new(crate::qemu::makedumpfile_binary())
+    let out = tools
+        .makedumpfile()
         .arg("--dump-dmesg")
         .arg(&vmcore)
         .arg(&reference)

@@ -29,6 +29,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::arch::HostTools;
 use super::checks::{self, check, Check};
 use super::guest::{find, Qemu, MARK_LIFEBOAT, MARK_SYSRQ, MARK_VERDICT};
 use super::initramfs::{MARK_KDUMP_DONE, MARK_KDUMP_FAILED, MARK_LOAD_FAILED};
@@ -603,7 +604,7 @@ fn run_body(ctx: &mut Ctx, run: &mut Run, dir: &Path) -> Result<(), String> {
         }
         Side::Lifeboat => {
             let mut host = sink::SinkHost::Blk { disk: disk.clone() };
-            let (c, _) = host.collect(&ctx.cfg.lifeboat_host, dir, "complete");
+            let (c, _) = host.collect(&HostTools::Native, &ctx.cfg.lifeboat_host, dir, "complete");
             run.checks.push(c);
         }
     }
@@ -620,7 +621,7 @@ fn run_body(ctx: &mut Ctx, run: &mut Run, dir: &Path) -> Result<(), String> {
     }
     run.checks.push(check(
         "makedumpfile --dump-dmesg",
-        checks::makedumpfile_dmesg(dir, &vmcore),
+        checks::makedumpfile_dmesg(&HostTools::Native, dir, &vmcore),
     ));
     Ok(())
 }
