@@ -41,8 +41,10 @@ const PAGE_SIZE: u64 = 4096;
 /// [47:PAGE_SHIFT] for larger granules; the bits between 12 and PAGE_SHIFT are RES0, or for
 /// 64K with ARMv8.2-LPA bits [15:12] hold PA[51:48]).
 const ARM64_ADDR_47_12: u64 = 0x0000_ffff_ffff_f000;
-/// arm64 descriptor bits [51:48]: RES0 for 4K/16K granules without FEAT_LPA2.
-const ARM64_BITS_51_48: u64 = 0x000f_0000_0000_0000;
+/// arm64 descriptor bits [49:48]: RES0 for 4K/16K granules without FEAT_LPA2. (Bits 50 and
+/// 51 are attributes of block and page descriptors: GP, the BTI guarded page, and DBM, which
+/// Linux sets on every writable page when the CPU manages dirty bits; ignored in tables.)
+const ARM64_BITS_49_48: u64 = 0x0003_0000_0000_0000;
 
 /// Why a virtual address could not be translated or read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -490,7 +492,7 @@ impl Aarch64 {
             // ARMv8.2-LPA: bits [15:12] are PA[51:48] (RES0, so 0, without it).
             return Ok((low & !page_mask) | ((entry >> 12) & 0xf) << 48);
         }
-        if entry & ARM64_BITS_51_48 != 0 || low & page_mask != 0 {
+        if entry & ARM64_BITS_49_48 != 0 || low & page_mask != 0 {
             return Err(VtopError::BadEntry { va, level, entry });
         }
         Ok(low)
@@ -688,8 +690,9 @@ pub(crate) mod testutil {
             let bpl = self.page_shift - 3;
             let depth = self.levels - 1 - (shift - self.page_shift) / bpl;
             let slot = self.slot(mem, va, depth);
-            // AF, inner shareable, AttrIndx 4 (normal), PXN|UXN, contiguous hint.
-            let attrs = 1 << 10 | 3 << 8 | 4 << 2 | 3 << 53 | 1 << 52;
+            // AF, inner shareable, AttrIndx 4 (normal), PXN|UXN, contiguous hint, and DBM and
+            // GP (bits 51, 50) as Linux sets them on writable pages of BTI-capable CPUs.
+            let attrs = 1 << 10 | 3 << 8 | 4 << 2 | 3 << 53 | 1 << 52 | 3 << 50;
             let ty = if shift == self.page_shift { 3 } else { 1 };
             mem.write_u64(slot, self.enc(pa) | attrs | ty);
         }

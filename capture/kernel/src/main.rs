@@ -447,7 +447,10 @@ fn run_serial(opts: &CaptureOptions, job: &Job) -> Attempt {
             Err(e) => return Attempt::Unavailable(format!("serial: {}", e)),
         }
     };
+    #[cfg(target_arch = "x86_64")]
     log!("sink: serial at I/O port {:#x}, {} baud, framed (docs/serial-framing.md)", opts.serial.port, opts.serial.baud);
+    #[cfg(target_arch = "aarch64")]
+    log!("sink: serial on the console UART (the device tree's stdout-path), framed (docs/serial-framing.md)");
     let info = format!(
         "lifeboat {} {} release={} ram_bytes={}",
         env!("CARGO_PKG_VERSION"),
