@@ -4,7 +4,8 @@
 //! - `cargo xtask build`  build `target/lifeboat/x86_64/{bzImage,capture.elf}` and
 //!   `target/lifeboat/aarch64/Image`, and print sizes
 //! - `cargo xtask qemu`   boot the capture kernel in QEMU on synthetic crashed memory
-//! - `cargo xtask test`   setup + `cargo test` + `cargo xtask qemu` (the README's test command)
+//! - `cargo xtask test`   setup + `cargo test` + `cargo xtask qemu` and `e2e --full`, for x86_64 and
+//!   aarch64 (the README's test command)
 //! - `cargo xtask demo`   setup + a capture you can watch
 
 mod image;
@@ -22,7 +23,7 @@ fn usage() -> ExitCode {
         "usage: cargo xtask <command>\n\
          \n  setup                 install missing packages and Rust targets (uses sudo/apt-get)\
          \n  build                 build target/lifeboat/{{x86_64/{{bzImage,capture.elf}},aarch64/Image}}\
-         \n  qemu [--filter NAME] [--verbose]\
+         \n  qemu [--arch x86_64|aarch64] [--filter NAME] [--verbose]\
          \n                        run the capture kernel in QEMU on synthetic crashed memory\
          \n  test                  setup, cargo test, cargo xtask qemu\
          \n  demo                  setup, build, capture a synthetic crash and show it\
@@ -323,9 +324,12 @@ fn test() -> Result<(), String> {
     setup::ensure_all()?;
     run(cargo().args(["test", "--workspace"]))?;
     qemu(&[])?;
+    qemu(&["--arch".into(), "aarch64".into()])?;
     // Every real-crash scenario (~15 minutes under TCG): the loader checks, the three load
-    // paths over serial (1 and 4 GiB), and the disk and network sinks.
-    e2e(&["--full".into()])
+    // paths over serial (1 and 4 GiB), and the disk and network sinks; then an arm64 Debian
+    // guest captured over serial, to a disk and to a dump server (~6 minutes).
+    e2e(&["--full".into()])?;
+    e2e(&["--full".into(), "--arch".into(), "aarch64".into()])
 }
 
 /// The real thing: a Debian guest panics, lifeboat captures it over serial, and the stock tools
