@@ -28,20 +28,8 @@ pub struct Images {
 }
 
 pub fn build_x86_64() -> Result<Images, String> {
-    crate::setup::ensure_targets_quiet();
-    run(cargo().args([
-        "build",
-        "--quiet",
-        "-p",
-        "lifeboat-kernel",
-        "--target",
-        "x86_64-unknown-none",
-        "--profile",
-        "kernel",
-    ]))?;
     let root = workspace_root();
-    let elf_path = root.join("target/x86_64-unknown-none/kernel/lifeboat-kernel");
-    let data = std::fs::read(&elf_path).map_err(|e| format!("{}: {e}", elf_path.display()))?;
+    let data = build_kernel("x86_64-unknown-none")?;
     let layout = inspect(&data)?;
 
     let out = root.join("target/lifeboat/x86_64");
@@ -173,20 +161,8 @@ pub struct Aarch64Images {
 /// which start with the arm64 Image header (arch/src/aarch64/entry.rs).
 pub fn build_aarch64() -> Result<Aarch64Images, String> {
     use lifeboat_arch::aarch64::image::{ImageHeader, LIFEBOAT_HEADER_OFFSET};
-    crate::setup::ensure_targets_quiet();
-    run(cargo().args([
-        "build",
-        "--quiet",
-        "-p",
-        "lifeboat-kernel",
-        "--target",
-        "aarch64-unknown-none",
-        "--profile",
-        "kernel",
-    ]))?;
     let root = workspace_root();
-    let elf_path = root.join("target/aarch64-unknown-none/kernel/lifeboat-kernel");
-    let data = std::fs::read(&elf_path).map_err(|e| format!("{}: {e}", elf_path.display()))?;
+    let data = build_kernel("aarch64-unknown-none")?;
     let file = ElfFile64::<Endianness>::parse(&*data).map_err(|e| format!("kernel ELF: {e}"))?;
     if file.elf_header().e_machine(file.endian()) != elf::EM_AARCH64 {
         return Err("the arm64 kernel ELF is not EM_AARCH64".into());
@@ -222,6 +198,14 @@ pub fn build_aarch64() -> Result<Aarch64Images, String> {
     let lifeboat_static = build_static_loader("aarch64-unknown-linux-musl", &out)?;
     println!("  lifeboat     {:>9} bytes  (static arm64 host tool: load/status/receive)", file_len(&lifeboat_static));
     Ok(Aarch64Images { image, lifeboat_static })
+}
+
+/// Build the capture kernel for the bare-metal `target`; returns the linked ELF's bytes.
+fn build_kernel(target: &str) -> Result<Vec<u8>, String> {
+    crate::setup::ensure_targets_quiet();
+    run(cargo().args(["build", "--quiet", "-p", "lifeboat-kernel", "--target", target, "--profile", "kernel"]))?;
+    let elf_path = workspace_root().join(format!("target/{target}/kernel/lifeboat-kernel"));
+    std::fs::read(&elf_path).map_err(|e| format!("{}: {e}", elf_path.display()))
 }
 
 fn file_len(p: &std::path::Path) -> u64 {

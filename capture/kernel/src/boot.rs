@@ -48,22 +48,13 @@ pub fn start(protocol: u32, boot_info: u64, own: PhysRange, guard: u64) -> Boot 
     init_heap();
 
     /// Read physical memory through the boot loader's identity map (only for boot
-    /// structures, before our own page tables are active).
+    /// structures, before our own page tables are active; they are not our memory, so they
+    /// cannot alias `buf`).
     fn boot_read(addr: u64, buf: &mut [u8]) -> bool {
         if addr.checked_add(buf.len() as u64).is_none() {
             return false;
         }
-        // SAFETY: the boot protocol guarantees these structures are mapped and readable;
-        // they are not our memory, so they cannot alias `buf`.
-        unsafe {
-            core::arch::asm!(
-                "rep movsb",
-                inout("rsi") addr => _,
-                inout("rdi") buf.as_mut_ptr() => _,
-                inout("rcx") buf.len() => _,
-                options(nostack, preserves_flags)
-            );
-        }
+        crate::oldmem::copy_from_phys(addr, buf);
         true
     }
     let pvh = protocol == arch::entry::PROTOCOL_PVH;

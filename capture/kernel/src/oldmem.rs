@@ -32,10 +32,11 @@ impl PhysRead for OldMemory {
     }
 }
 
-/// Copy `buf.len()` bytes from physical address `addr`, which the caller mapped read-only.
+/// Copy `buf.len()` bytes from physical address `addr`, which the caller has mapped (our
+/// tables: read-only; at boot: the loader's identity map) and which is not our memory.
 #[cfg(target_arch = "x86_64")]
-fn copy_from_phys(addr: u64, buf: &mut [u8]) {
-    // SAFETY: [addr, addr+len) is identity-mapped read-only (the caller), is not our own
+pub fn copy_from_phys(addr: u64, buf: &mut [u8]) {
+    // SAFETY: [addr, addr+len) is identity-mapped (the caller), is not our own
     // memory (so it cannot alias `buf`), and `buf` is valid for `len` bytes of writes.
     // `rep movsb` rather than `copy_nonoverlapping` because physical address 0 is a valid
     // source here and a null pointer is not.
@@ -52,7 +53,7 @@ fn copy_from_phys(addr: u64, buf: &mut [u8]) {
 
 /// Copy `buf.len()` bytes from physical address `addr`, which the caller mapped read-only.
 #[cfg(target_arch = "aarch64")]
-fn copy_from_phys(addr: u64, buf: &mut [u8]) {
+pub fn copy_from_phys(addr: u64, buf: &mut [u8]) {
     let mut from = addr;
     let mut to = &mut buf[..];
     if from == 0 && !to.is_empty() {
