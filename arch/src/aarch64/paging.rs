@@ -2,9 +2,12 @@
 //!
 //! - lifeboat's image (code, data, bss, stack, heap) is identity-mapped read-write in 4 KiB
 //!   pages, except the guard page below the stack, which stays unmapped;
-//! - old memory is identity-mapped read-only on demand ([`AddressSpace::map_readonly`]), in
-//!   1 GiB blocks where a block does not touch our image, else 2 MiB blocks, else pages; our
-//!   image's tables are built at the start, so a block is never split later (no
+//! - old memory is identity-mapped read-only on demand ([`AddressSpace::map_readonly`]), as
+//!   normal cacheable memory: in 1 GiB blocks where the block is RAM and does not touch our
+//!   image, else 2 MiB blocks under the same rule, else pages. A block is never larger than
+//!   the RAM around it ([`AddressSpace::add_ram`]): a cacheable mapping of device registers
+//!   next to RAM would let the CPU read them speculatively, which some SoCs do not survive.
+//!   Our image's tables are built at the start, so a block is never split later (no
 //!   break-before-make is ever needed: entries only go from invalid to valid);
 //! - device registers are mapped Device-nGnRE at `DEVICE_WINDOW + physical address`, in
 //!   2 MiB blocks, so they never share a block with the (cacheable, read-only) map of old
@@ -70,11 +73,21 @@ impl core::fmt::Display for PagingError {
     }
 }
 
+/// RAM ranges remembered for choosing block sizes.
+const MAX_RAM: usize = 64;
+
 pub struct AddressSpace {
     used: usize,
     own_start: u64,
     own_end: u64,
     guard: u64,
+    /// Known RAM (merged, unsorted). Until some is known, only pages are mapped.
+    ram: [(u64, u64); MAX_RAM],
+    nr_ram: usize,
+    /// More RAM ranges were offered than fit: every block then counts as RAM (the old rule).
+    ram_overflow: bool,
+    /// The last range `map_readonly` mapped: page-by-page reads inside it return at once.
+    last: (u64, u64),
 }
 
 fn pool_frame(i: usize) -> *mut u64 {
@@ -91,6 +104,10 @@ impl AddressSpace {
             own_start: own_start & !(KIB4 - 1),
             own_end: (own_end + KIB4 - 1) & !(KIB4 - 1),
             guard,
+            ram: [(0, 0); MAX_RAM],
+            nr_ram: 0,
+            ram_overflow: false,
+            last: (0, 0),
         };
         if s.own_end > IDENTITY_LIMIT {
             return Err(PagingError::TooHigh(s.own_end));
@@ -153,6 +170,38 @@ impl AddressSpace {
         Ok(unsafe { table.add(idx) })
     }
 
+    /// Remember `[start, end)` as RAM (from the device tree's `/memory` and the crashed
+    /// kernel's PT_LOADs): blocks are only used where they lie wholly in RAM.
+    pub fn add_ram(&mut self, start: u64, end: u64) {
+        if end <= start {
+            return;
+        }
+        let (mut s, mut e) = (start, end);
+        // Merge with every range it overlaps or touches.
+        let mut i = 0;
+        while i < self.nr_ram {
+            let (a, b) = self.ram[i];
+            if a <= e && s <= b {
+                s = s.min(a);
+                e = e.max(b);
+                self.nr_ram -= 1;
+                self.ram[i] = self.ram[self.nr_ram];
+            } else {
+                i += 1;
+            }
+        }
+        if self.nr_ram == MAX_RAM {
+            self.ram_overflow = true;
+            return;
+        }
+        self.ram[self.nr_ram] = (s, e);
+        self.nr_ram += 1;
+    }
+
+    fn all_ram(&self, start: u64, len: u64) -> bool {
+        self.ram_overflow || self.ram[..self.nr_ram].iter().any(|&(a, b)| a <= start && start + len <= b)
+    }
+
     fn touches_own(&self, start: u64, len: u64) -> bool {
         start < self.own_end && self.own_start < start + len
     }
@@ -200,11 +249,15 @@ impl AddressSpace {
         if end > IDENTITY_LIMIT {
             return Err(PagingError::TooHigh(end));
         }
+        if self.last.0 <= start && end <= self.last.1 {
+            return Ok(());
+        }
         let ro = VALID | AF | SH_INNER | (ATTR_NORMAL << 2) | AP_RO | PXN | UXN;
         let mut a = start & !(KIB4 - 1);
+        let mut mapped = (a, a);
         while a < end {
             let gib = a & !(GIB - 1);
-            if !self.touches_own(gib, GIB) {
+            if !self.touches_own(gib, GIB) && self.all_ram(gib, GIB) {
                 let e = self.walk(a, 1)?;
                 // SAFETY: `e` points into a pool frame.
                 unsafe {
@@ -213,10 +266,11 @@ impl AddressSpace {
                     }
                 }
                 a = gib + GIB;
+                mapped = (mapped.0.min(gib), a);
                 continue;
             }
             let mib = a & !(MIB2 - 1);
-            if !self.touches_own(mib, MIB2) {
+            if !self.touches_own(mib, MIB2) && self.all_ram(mib, MIB2) {
                 let e = self.walk(a, 2)?;
                 // SAFETY: as above.
                 unsafe {
@@ -225,6 +279,7 @@ impl AddressSpace {
                     }
                 }
                 a = mib + MIB2;
+                mapped = (mapped.0.min(mib), a);
                 continue;
             }
             if !self.touches_own(a, KIB4) {
@@ -237,8 +292,10 @@ impl AddressSpace {
                 }
             }
             a += KIB4;
+            mapped.1 = a;
         }
         Self::publish();
+        self.last = mapped;
         Ok(())
     }
 

@@ -115,6 +115,10 @@ impl AddressSpace {
         Ok(s)
     }
 
+    /// RAM ranges matter only for arm64's choice of block sizes: on x86 the MTRRs give device
+    /// ranges their uncached type whatever the page tables say. Kept for the shared interface.
+    pub fn add_ram(&mut self, _start: u64, _end: u64) {}
+
     /// Frames of the pool used so far.
     pub fn frames_used(&self) -> usize {
         self.used

@@ -108,6 +108,11 @@ pub fn start(protocol: u32, dtb: u64, own: PhysRange, guard: u64) -> Boot {
         Ok(d) => d,
         Err(e) => fail(format!("the device tree at {:#x} is unusable: {}", dtb, e)),
     };
+    if let Some(space) = SPACE.lock().as_mut() {
+        for r in &dt.memory {
+            space.add_ram(r.start, r.end);
+        }
+    }
     let mut warnings = dt.warnings.clone();
     match &dt.stdout {
         Some(u) => {

@@ -589,6 +589,12 @@ fn capture(opts: &CaptureOptions, boot: &boot::Boot, own: PhysRange, t_start: u6
     for w in &core.warnings {
         log!("warning: {}", w);
     }
+    // The crashed kernel's RAM, as its PT_LOADs name it (arm64 maps only RAM with blocks).
+    if let Some(space) = SPACE.lock().as_mut() {
+        for l in &core.loads {
+            space.add_ram(l.src, l.src + l.len);
+        }
+    }
     let (mut params, warnings) = dump::dump_params(&core, mem, arch::MACHINE_NAME);
     for w in &warnings {
         log!("warning: {}", w);
