@@ -1,7 +1,8 @@
 //! Checking that a file is an arm64 `Image` lifeboat can load, and reading its header.
 //!
 //! The header (Linux `Documentation/arch/arm64/booting.rst`, `arch/arm64/include/asm/image.h`;
-//! project reference §5), little-endian:
+//! project reference §5), little-endian, read with the capture kernel's own definition
+//! ([`lifeboat_arch::aarch64::image::ImageHeader`]):
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -22,21 +23,14 @@
 
 use std::fmt;
 
-/// Size of the arm64 Image header.
-pub const HEADER_SIZE: usize = 64;
-/// `"ARM\x64"` at 0x38, as a little-endian u32 (`ARM64_IMAGE_MAGIC`).
-pub const MAGIC: u32 = 0x644d_5241;
-const MAGIC_OFFSET: usize = 0x38;
-/// Flags bit 0: big-endian kernel.
-const FLAG_BE: u64 = 1 << 0;
-/// Flags bits 1-2: the kernel's page size.
-const FLAG_PAGE_SHIFT: u32 = 1;
-/// The base the Image is loaded above is aligned to this (`MIN_KIMG_ALIGN`).
-pub const KIMAGE_ALIGN: u64 = 2 << 20;
+use crate::bzimage::{self, IMAGE_HEADER_VERSION, LIFEBOAT_HEADER_FIXED};
+pub use lifeboat_arch::aarch64::image::HEADER_SIZE;
+use lifeboat_arch::aarch64::image::{ImageError, ImageHeader, FLAG_BE};
+
 /// How far into the image the `LIFEBOAT` header is looked for.
 pub const MARKER_SEARCH: usize = 64 << 10;
 /// `EM_AARCH64`, the machine field of lifeboat's image header.
-pub const EM_AARCH64: u32 = 183;
+pub const EM_AARCH64: u32 = lifeboat_arch::aarch64::ELF_MACHINE as u32;
 /// Longest command line the arm64 capture kernel takes, without its NUL (Linux
 /// `COMMAND_LINE_SIZE` is 2048 on arm64; `bootargs` is a DT string).
 pub const CMDLINE_MAX: usize = 2047;
@@ -114,8 +108,8 @@ impl fmt::Display for Arm64ImageError {
             }
             LifeboatHeader { version, machine } => write!(
                 f,
-                "LIFEBOAT header version {version} for ELF machine {machine}; this loader knows version 1 \
-                 for machine {EM_AARCH64}: use the lifeboat tool of the same release"
+                "LIFEBOAT header version {version} for ELF machine {machine}; this loader knows version \
+                 {IMAGE_HEADER_VERSION} for machine {EM_AARCH64}: use the lifeboat tool of the same release"
             ),
         }
     }
@@ -124,33 +118,33 @@ impl fmt::Display for Arm64ImageError {
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from(u32_at(b, at)) | (u64::from(u32_at(b, at + 4)) << 32)
-}
 
 /// Whether `file` has the arm64 Image magic (the only thing kexec's probes look at).
 pub fn has_magic(file: &[u8]) -> bool {
-    file.len() >= HEADER_SIZE && u32_at(file, MAGIC_OFFSET) == MAGIC
+    ImageHeader::parse(file).is_ok()
 }
 
 impl Arm64Image {
     pub fn parse(file: &[u8]) -> Result<Self, Arm64ImageError> {
-        if file.len() < HEADER_SIZE {
-            return Err(Arm64ImageError::TooShort { len: file.len() });
-        }
-        if !has_magic(file) {
-            return Err(Arm64ImageError::NoMagic);
-        }
-        let text_offset = u64_at(file, 0x08);
-        let image_size = u64_at(file, 0x10);
-        let flags = u64_at(file, 0x18);
+        let header = ImageHeader::parse(file).map_err(|e| match e {
+            ImageError::TooShort(len) => Arm64ImageError::TooShort { len },
+            // The only other error `parse` returns.
+            _ => Arm64ImageError::NoMagic,
+        })?;
+        let ImageHeader {
+            text_offset,
+            image_size,
+            flags,
+            ..
+        } = header;
+        // Not `ImageHeader::check`: it refuses the unspecified page size of a Linux Image.
         if image_size == 0 {
             return Err(Arm64ImageError::ZeroImageSize);
         }
         if flags & FLAG_BE != 0 {
             return Err(Arm64ImageError::BigEndian);
         }
-        let page_size = match (flags >> FLAG_PAGE_SHIFT) & 3 {
+        let page_size = match header.page_size_field() {
             0 => PageSize::Unspecified,
             1 => PageSize::K4,
             2 => PageSize::K16,
@@ -189,20 +183,16 @@ impl Arm64Image {
 fn lifeboat_version(file: &[u8]) -> Result<Option<String>, Arm64ImageError> {
     let end = file.len().min(MARKER_SEARCH);
     let mut at = 0;
-    while at + 33 <= end {
+    while at + LIFEBOAT_HEADER_FIXED < end {
         if &file[at..at + 8] == b"LIFEBOAT" {
             let version = u32_at(file, at + 8);
             let machine = u32_at(file, at + 12);
-            if version != 1 || machine != EM_AARCH64 {
+            if version != IMAGE_HEADER_VERSION || machine != EM_AARCH64 {
                 return Err(Arm64ImageError::LifeboatHeader { version, machine });
             }
-            let tail = &file[at + 32..file.len().min(at + 32 + 72)];
-            let v = tail
-                .strip_prefix(b"version=")
-                .and_then(|v| v.iter().position(|&c| c == 0).map(|n| &v[..n]))
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_graphic()));
-            return Ok(v.map(str::to_string));
+            let fixed_end = at + LIFEBOAT_HEADER_FIXED;
+            let tail = &file[fixed_end..file.len().min(fixed_end + 72)];
+            return Ok(bzimage::version_string(tail).map(str::to_string));
         }
         at += 8;
     }

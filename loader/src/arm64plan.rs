@@ -7,11 +7,11 @@
 
 use crate::arch::Arch;
 use crate::arm64image::Arm64Image;
-use crate::commands::{warn, Failure, KexecLoadPlan};
+use crate::commands::{read_crash_notes, warn, Failure, KexecLoadPlan};
 use crate::dtb;
 use crate::elfcorehdr::{self, CoreLayout, KernelText, NoteBuf};
 use crate::host::{self, Host, Reservation};
-use crate::kexec::{Segment, Syscall};
+use crate::kexec::Segment;
 use crate::layout;
 use crate::memmap::{self, Range};
 use crate::trampoline;
@@ -74,11 +74,7 @@ pub fn build_plan(i: &PlanInputs) -> Result<KexecLoadPlan, Failure> {
         dtb: dtb_len,
         page: i.page,
     };
-    let p = layout::place_arm64(i.reservation, &sizes).map_err(|t| Failure::TooSmall {
-        have: t.have,
-        need: t.need,
-        syscall: Syscall::KexecLoad,
-    })?;
+    let p = layout::place_arm64(i.reservation, &sizes).map_err(Failure::kexec_load_too_small)?;
     let dtb = dtb_for(p.elfcorehdr, sizes.elfcorehdr_memsz())?;
     debug_assert_eq!(dtb.len() as u64, dtb_len);
     let mut segments = vec![
@@ -162,17 +158,7 @@ impl Arm64Facts {
         reservation: Range,
         all: &[Range],
     ) -> Result<Self, Failure> {
-        let sys = |what: &str, err: String| Failure::System {
-            what: what.into(),
-            err,
-        };
-        let cpu_notes = host
-            .cpu_notes()
-            .map_err(|e| sys("the CPU crash notes", e.to_string()))?;
-        let vmcoreinfo = host.vmcoreinfo();
-        if vmcoreinfo.is_none() {
-            warn("no /sys/kernel/vmcoreinfo: the dump will lack VMCOREINFO (crash and makedumpfile need it)");
-        }
+        let (cpu_notes, vmcoreinfo) = read_crash_notes(host)?;
         let ram = memmap::dumpable_ram(iomem);
         let kallsyms = host.kallsyms();
         let kernel_text = match memmap::kernel_image(iomem) {
@@ -202,12 +188,11 @@ impl Arm64Facts {
             ))
         })
         .ok();
-        let fdt = host.boot_fdt().map_err(|e| {
-        sys(
-            "/sys/firmware/fdt (the running kernel's device tree, which the capture kernel's is made from)",
-            e.to_string(),
-        )
-    })?;
+        let fdt = host.boot_fdt().map_err(|e| Failure::System {
+            what: "/sys/firmware/fdt (the running kernel's device tree, which the capture kernel's is made from)"
+                .into(),
+            err: e.to_string(),
+        })?;
         let mut usable = vec![reservation];
         usable.extend(all.iter().copied().filter(|r| *r != reservation));
         Ok(Self {
@@ -227,6 +212,7 @@ impl Arm64Facts {
 mod tests {
     use super::*;
     use crate::host::find_reservation;
+    use crate::kexec::Syscall;
     use crate::payload::Payload;
 
     /// arm64 kexec_load from a fixture root: /proc/iomem, the CPU notes, VMCOREINFO,

@@ -125,9 +125,18 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// Length of the lifeboat header before the version string.
-const LIFEBOAT_HEADER_FIXED: usize = 32;
+pub(crate) const LIFEBOAT_HEADER_FIXED: usize = 32;
 /// Longest version string looked at.
 const MAX_VERSION: usize = 64;
+
+/// The `<semver>` of a `"version=<semver>\0"` at the start of `tail` (the bytes after the
+/// lifeboat header's fixed part, of either machine's image): printable ASCII, not empty.
+pub(crate) fn version_string(tail: &[u8]) -> Option<&str> {
+    tail.strip_prefix(b"version=")
+        .and_then(|v| v.iter().position(|&c| c == 0).map(|n| &v[..n]))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_graphic()))
+}
 
 impl LifeboatImage {
     /// Checks `file` (a whole bzImage) and reads its parameters.
@@ -188,11 +197,7 @@ impl LifeboatImage {
         }
         let tail =
             &payload[LIFEBOAT_HEADER_FIXED..payload.len().min(LIFEBOAT_HEADER_FIXED + MAX_VERSION)];
-        let version = tail
-            .strip_prefix(b"version=")
-            .and_then(|v| v.iter().position(|&c| c == 0).map(|n| &v[..n]))
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_graphic()))
+        let version = version_string(tail)
             .ok_or(ImageError::NoVersion)?
             .to_string();
         let kernel_alignment = u64::from(u32_at(file, 0x230));

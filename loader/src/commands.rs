@@ -1075,11 +1075,7 @@ pub fn build_plan(i: &PlanInputs) -> Result<KexecLoadPlan, Failure> {
         payload_memsz: i.image.payload_memsz(),
         kernel_alignment: i.image.kernel_alignment,
     };
-    let p = layout::place(i.reservation, &sizes).map_err(|t| Failure::TooSmall {
-        have: t.have,
-        need: t.need,
-        syscall: Syscall::KexecLoad,
-    })?;
+    let p = layout::place(i.reservation, &sizes).map_err(Failure::kexec_load_too_small)?;
     let cmdline = if i.options.is_empty() {
         format!("elfcorehdr={:#x}", p.elfcorehdr)
     } else {
@@ -1146,6 +1142,31 @@ pub fn build_plan(i: &PlanInputs) -> Result<KexecLoadPlan, Failure> {
     })
 }
 
+impl Failure {
+    /// A `kexec_load` layout that does not fit the reservation.
+    pub(crate) fn kexec_load_too_small(t: layout::TooSmall) -> Self {
+        Failure::TooSmall {
+            have: t.have,
+            need: t.need,
+            syscall: Syscall::KexecLoad,
+        }
+    }
+}
+
+/// The notes every `kexec_load` elfcorehdr holds, read from the running system: the per-CPU
+/// crash notes (none is a failure) and VMCOREINFO (none is a warning).
+pub(crate) fn read_crash_notes(host: &Host) -> Result<(Vec<NoteBuf>, Option<NoteBuf>), Failure> {
+    let cpu_notes = host.cpu_notes().map_err(|e| Failure::System {
+        what: "the CPU crash notes".into(),
+        err: e.to_string(),
+    })?;
+    let vmcoreinfo = host.vmcoreinfo();
+    if vmcoreinfo.is_none() {
+        warn("no /sys/kernel/vmcoreinfo: the dump will lack VMCOREINFO (crash and makedumpfile need it)");
+    }
+    Ok((cpu_notes, vmcoreinfo))
+}
+
 fn plan_kexec_load(
     host: &Host,
     iomem: &[memmap::IomemEntry],
@@ -1154,17 +1175,7 @@ fn plan_kexec_load(
     image: &LifeboatImage,
     options: &str,
 ) -> Result<KexecLoadPlan, Failure> {
-    let sys = |what: &str, err: String| Failure::System {
-        what: what.into(),
-        err,
-    };
-    let cpu_notes = host
-        .cpu_notes()
-        .map_err(|e| sys("the CPU crash notes", e.to_string()))?;
-    let vmcoreinfo = host.vmcoreinfo();
-    if vmcoreinfo.is_none() {
-        warn("no /sys/kernel/vmcoreinfo: the dump will lack VMCOREINFO (crash and makedumpfile need it)");
-    }
+    let (cpu_notes, vmcoreinfo) = read_crash_notes(host)?;
     let ram = memmap::dumpable_ram(iomem);
     let page_offset = host.page_offset(&ram).unwrap_or_else(|e| {
         warn(format_args!("PAGE_OFFSET unknown ({e}): using {DEFAULT_PAGE_OFFSET:#x}; p_vaddr in the dump may be wrong with KASLR"));

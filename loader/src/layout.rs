@@ -119,16 +119,27 @@ pub fn place(reservation: Range, s: &Sizes) -> Result<Placement, TooSmall> {
             end: stub + STUB_SIZE,
         }
     };
-    let best = if small_first.end <= payload_first.end {
-        small_first
+    lower_end_fitting(reservation, small_first, payload_first, |p| p.end)
+}
+
+/// Of two layouts, the one that ends lower (`first` when they end together), if it ends inside
+/// `reservation`.
+fn lower_end_fitting<P>(
+    reservation: Range,
+    first: P,
+    second: P,
+    end: impl Fn(&P) -> u64,
+) -> Result<P, TooSmall> {
+    let best = if end(&first) <= end(&second) {
+        first
     } else {
-        payload_first
+        second
     };
-    if best.end <= reservation.end {
+    if end(&best) <= reservation.end {
         Ok(best)
     } else {
         Err(TooSmall {
-            need: best.end - reservation.start,
+            need: end(&best) - reservation.start,
             have: reservation.len(),
         })
     }
@@ -147,14 +158,19 @@ pub const KEXEC_FILE_OVERHEAD: u64 = 64 << 10;
 /// (`CONFIG_CRASH_MAX_MEMORY_RANGES`, default 8192).
 pub const HOTPLUG_MAX_MEMORY_RANGES: u64 = 8192;
 
-/// Bytes a reservation must have for `kexec_file_load` (estimated: the kernel lays it out).
-pub fn kexec_file_load_need(s: &Sizes, crash_hotplug: bool) -> u64 {
-    let hotplug = if crash_hotplug {
+/// Room the kernel leaves in its elfcorehdr for memory hotplug: a program header (56 bytes)
+/// for each of [`HOTPLUG_MAX_MEMORY_RANGES`] when `crash_hotplug` is on.
+fn hotplug_room(crash_hotplug: bool) -> u64 {
+    if crash_hotplug {
         HOTPLUG_MAX_MEMORY_RANGES * 56
     } else {
         0
-    };
-    page_align(s.elfcorehdr + hotplug)
+    }
+}
+
+/// Bytes a reservation must have for `kexec_file_load` (estimated: the kernel lays it out).
+pub fn kexec_file_load_need(s: &Sizes, crash_hotplug: bool) -> u64 {
+    page_align(s.elfcorehdr + hotplug_room(crash_hotplug))
         + KEXEC_FILE_OVERHEAD
         + (s.kernel_alignment - PAGE)
         + s.payload_memsz
@@ -172,7 +188,7 @@ pub fn kexec_file_load_need(s: &Sizes, crash_hotplug: bool) -> u64 {
 // arm64 crash memory 2 MiB-aligned (`CRASH_ALIGN`), so in practice the Image is at the bottom.
 
 /// arm64 Image load alignment (`MIN_KIMG_ALIGN`).
-pub const ARM64_KIMAGE_ALIGN: u64 = 2 << 20;
+pub const ARM64_KIMAGE_ALIGN: u64 = lifeboat_arch::aarch64::image::IMAGE_ALIGN;
 /// kexec_file's alignment for the arm64 elfcorehdr (`SZ_64K`, the largest page size).
 pub const ARM64_FILE_ELFCOREHDR_ALIGN: u64 = 64 << 10;
 /// DTB size assumed by `estimate` when `/sys/firmware/fdt` cannot be read (not root).
@@ -254,19 +270,7 @@ pub fn place_arm64(reservation: Range, s: &Arm64Sizes) -> Result<Arm64Placement,
             end: image + s.image_memsz,
         }
     };
-    let best = if image_first.end <= small_first.end {
-        image_first
-    } else {
-        small_first
-    };
-    if best.end <= reservation.end {
-        Ok(best)
-    } else {
-        Err(TooSmall {
-            need: best.end - reservation.start,
-            have: reservation.len(),
-        })
-    }
+    lower_end_fitting(reservation, image_first, small_first, |p| p.end)
 }
 
 /// Bytes an arm64 reservation needs for `kexec_load` (it starts 2 MiB-aligned on arm64).
@@ -284,14 +288,12 @@ pub fn arm64_kexec_load_need(s: &Arm64Sizes) -> u64 {
 /// load_other_segments()`); arm64 has no purgatory. Generous: the elfcorehdr is counted above
 /// the DTB, though it often fits below.
 pub fn arm64_kexec_file_load_need(s: &Arm64Sizes, crash_hotplug: bool) -> u64 {
-    let hotplug = if crash_hotplug {
-        HOTPLUG_MAX_MEMORY_RANGES * 56
-    } else {
-        0
-    };
     align_up(s.text_offset + s.image_memsz, ARM64_KIMAGE_ALIGN)
         + align_up(s.dtb, s.page)
-        + align_up(s.elfcorehdr + hotplug, ARM64_FILE_ELFCOREHDR_ALIGN)
+        + align_up(
+            s.elfcorehdr + hotplug_room(crash_hotplug),
+            ARM64_FILE_ELFCOREHDR_ALIGN,
+        )
 }
 
 /// Rounds a byte count up to whole MiB (the `crashkernel=` unit lifeboat suggests).

@@ -115,6 +115,11 @@ impl ImageHeader {
         }
         Ok(())
     }
+
+    /// The `flags` page-size field (bits 1-2): 0 unspecified, 1 = 4K, 2 = 16K, 3 = 64K.
+    pub fn page_size_field(&self) -> u64 {
+        (self.flags >> FLAG_PAGE_SIZE_SHIFT) & 3
+    }
 }
 
 #[cfg(test)]
