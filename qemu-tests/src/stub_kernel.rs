@@ -375,175 +375,149 @@ pub mod arm64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{self, Kind, Mutation, Scenario};
+    use crate::scenario::{self, Kind, Mutation, Scenario, ScenarioReport};
     use crate::{Arch, SuiteConfig};
     use std::time::Duration;
 
-    fn qemu_available() -> bool {
-        qemu_available_for(Arch::X86_64)
-    }
-
-    fn qemu_available_for(arch: Arch) -> bool {
-        std::process::Command::new(crate::qemu::qemu_binary_for(arch))
+    /// Whether QEMU for `arch` is missing; if so it says that the test is skipped.
+    fn qemu_missing(arch: Arch) -> bool {
+        let available = std::process::Command::new(crate::qemu::qemu_binary_for(arch))
             .arg("--version")
             .output()
-            .is_ok_and(|o| o.status.success())
+            .is_ok_and(|o| o.status.success());
+        if !available {
+            eprintln!("qemu-system-{arch} not available; skipping");
+        }
+        !available
     }
 
-    fn setup(name: &str, kernel: Vec<u8>) -> SuiteConfig {
-        setup_for(Arch::X86_64, name, kernel)
-    }
-
-    fn setup_for(arch: Arch, name: &str, kernel: Vec<u8>) -> SuiteConfig {
+    /// Runs `test` on a suite whose capture kernel is `kernel`, in a fresh work directory that
+    /// it removes afterwards; skips it when QEMU for `arch` is missing.
+    fn with_stub(arch: Arch, name: &str, kernel: Vec<u8>, test: impl FnOnce(&SuiteConfig)) {
+        if qemu_missing(arch) {
+            return;
+        }
         let dir =
             std::env::temp_dir().join(format!("qemu-tests-stub-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let elf = dir.join("stub.elf");
         std::fs::write(&elf, kernel).unwrap();
-        SuiteConfig {
+        let cfg = SuiteConfig {
             capture_elf: elf,
             arch,
             lifeboat_bin: "/nonexistent".into(),
             work_dir: dir,
             filter: None,
             verbose: true,
-        }
+        };
+        test(&cfg);
+        std::fs::remove_dir_all(&cfg.work_dir).unwrap();
     }
 
-    #[test]
-    fn harness_passes_a_kernel_that_refuses_a_bad_elf() {
-        if !qemu_available() {
-            eprintln!("qemu-system-x86_64 not available; skipping");
-            return;
-        }
-        let cfg = setup("bad-magic", says_not_an_elf());
-        let s = scenario::all()
+    /// Runs `malformed-bad-magic` on a kernel that refuses the bad ELF header (it passes, and
+    /// the kernel printed the first bytes of the elfcorehdr: the loader put the broken header
+    /// there), then `malformed-overlap`, which expects another message, on the same kernel (it
+    /// fails and says why). Returns the first report and the second failure.
+    fn refuses_a_bad_elf(cfg: &SuiteConfig) -> (ScenarioReport, String) {
+        let s = scenario::for_arch(cfg.arch)
             .into_iter()
             .find(|s| s.name == "malformed-bad-magic")
             .unwrap();
-        let r = scenario::run(&s, &cfg);
+        let r = scenario::run(&s, cfg);
         assert!(r.passed, "{r:?}");
         let all = r.details.join("\n");
-        // The stub printed the first bytes at 16 MiB: the loader put the (broken) header there.
         assert!(all.contains("lifeboat: magic=LBOT"), "{all}");
         assert!(all.contains("exit status 5"), "{all}");
 
-        // The same kernel fails a scenario that expects another message, and says why.
         let s = Scenario {
             name: "malformed-overlap",
             seed: 3,
             timeout: Duration::from_secs(60),
             kind: Kind::Malformed(Mutation::Overlap),
         };
-        let r = scenario::run(&s, &cfg);
-        let f = r.failure.unwrap();
+        let f = scenario::run(&s, cfg).failure.unwrap();
         assert!(
             f.contains("no console line contains \"overlaps\"")
                 && f.contains("| lifeboat: verdict: failed: no ELF header"),
             "{f}"
         );
-        std::fs::remove_dir_all(&cfg.work_dir).unwrap();
+        (r, f)
+    }
+
+    /// A kernel that hangs times out after the scenario's 3 s, and the failure shows its console.
+    fn times_out_a_hanging_kernel(cfg: &SuiteConfig) {
+        let s = Scenario {
+            name: "hang",
+            seed: 1,
+            timeout: Duration::from_secs(3),
+            kind: Kind::Malformed(Mutation::BadMagic),
+        };
+        let r = scenario::run(&s, cfg);
+        let f = r.failure.unwrap();
+        assert!(
+            f.contains("timed out after 3 s") && f.contains("| lifeboat: stuck on purpose"),
+            "{f}"
+        );
+        assert!(r.seconds < 30.0);
+    }
+
+    #[test]
+    fn harness_passes_a_kernel_that_refuses_a_bad_elf() {
+        with_stub(Arch::X86_64, "bad-magic", says_not_an_elf(), |cfg| {
+            refuses_a_bad_elf(cfg);
+        });
     }
 
     #[test]
     fn harness_times_out_a_hanging_kernel_and_shows_the_console() {
-        if !qemu_available() {
-            eprintln!("qemu-system-x86_64 not available; skipping");
-            return;
-        }
-        let cfg = setup("hang", hangs());
-        let s = Scenario {
-            name: "hang",
-            seed: 1,
-            timeout: Duration::from_secs(3),
-            kind: Kind::Malformed(Mutation::BadMagic),
-        };
-        let r = scenario::run(&s, &cfg);
-        let f = r.failure.unwrap();
-        assert!(
-            f.contains("timed out after 3 s") && f.contains("| lifeboat: stuck on purpose"),
-            "{f}"
-        );
-        assert!(r.seconds < 30.0);
-        std::fs::remove_dir_all(&cfg.work_dir).unwrap();
+        with_stub(Arch::X86_64, "hang", hangs(), times_out_a_hanging_kernel);
     }
 
     #[test]
     fn harness_passes_an_arm64_kernel_that_refuses_a_bad_elf() {
-        if !qemu_available_for(Arch::Aarch64) {
-            eprintln!("qemu-system-aarch64 not available; skipping");
-            return;
-        }
-        let cfg = setup_for(Arch::Aarch64, "arm64-bad-magic", arm64::says_not_an_elf());
-        let s = scenario::for_arch(Arch::Aarch64)
-            .into_iter()
-            .find(|s| s.name == "malformed-bad-magic")
-            .unwrap();
-        let r = scenario::run(&s, &cfg);
-        assert!(r.passed, "{r:?}");
-        assert_eq!(r.name, "aarch64/malformed-bad-magic");
-        let all = r.details.join("\n");
-        // The stub printed the first bytes at 1 GiB + 16 MiB: the loader put the (broken)
-        // header there, and the command line named that address.
-        assert!(all.contains("lifeboat: magic=LBOT"), "{all}");
-        assert!(all.contains("cmdline: elfcorehdr=0x41000000 "), "{all}");
-        assert!(all.contains("exit status 5"), "{all}");
-        assert!(
-            all.contains("qemu-system-aarch64") && all.contains("virt"),
-            "{all}"
+        with_stub(
+            Arch::Aarch64,
+            "arm64-bad-magic",
+            arm64::says_not_an_elf(),
+            |cfg| {
+                let (r, f) = refuses_a_bad_elf(cfg);
+                assert_eq!(r.name, "aarch64/malformed-bad-magic");
+                let all = r.details.join("\n");
+                // The elfcorehdr is at 1 GiB + 16 MiB, and the command line named that address.
+                assert!(all.contains("cmdline: elfcorehdr=0x41000000 "), "{all}");
+                assert!(
+                    all.contains("qemu-system-aarch64") && all.contains("virt"),
+                    "{all}"
+                );
+                assert!(cfg
+                    .work_dir
+                    .join("aarch64/malformed-bad-magic/serial.bin")
+                    .is_file());
+                assert!(
+                f.starts_with(
+                    "scenario aarch64/malformed-overlap failed: no console line contains \"overlaps\""
+                ),
+                "{f}"
+            );
+            },
         );
-        assert!(cfg
-            .work_dir
-            .join("aarch64/malformed-bad-magic/serial.bin")
-            .is_file());
-
-        // The same kernel fails a scenario that expects another message, and says why.
-        let s = Scenario {
-            name: "malformed-overlap",
-            seed: 3,
-            timeout: Duration::from_secs(60),
-            kind: Kind::Malformed(Mutation::Overlap),
-        };
-        let r = scenario::run(&s, &cfg);
-        let f = r.failure.unwrap();
-        assert!(
-            f.starts_with(
-                "scenario aarch64/malformed-overlap failed: no console line contains \"overlaps\""
-            ) && f.contains("| lifeboat: verdict: failed: no ELF header"),
-            "{f}"
-        );
-        std::fs::remove_dir_all(&cfg.work_dir).unwrap();
     }
 
     #[test]
     fn harness_times_out_a_hanging_arm64_kernel_and_shows_the_console() {
-        if !qemu_available_for(Arch::Aarch64) {
-            eprintln!("qemu-system-aarch64 not available; skipping");
-            return;
-        }
-        let cfg = setup_for(Arch::Aarch64, "arm64-hang", arm64::hangs());
-        let s = Scenario {
-            name: "hang",
-            seed: 1,
-            timeout: Duration::from_secs(3),
-            kind: Kind::Malformed(Mutation::BadMagic),
-        };
-        let r = scenario::run(&s, &cfg);
-        let f = r.failure.unwrap();
-        assert!(
-            f.contains("timed out after 3 s") && f.contains("| lifeboat: stuck on purpose"),
-            "{f}"
+        with_stub(
+            Arch::Aarch64,
+            "arm64-hang",
+            arm64::hangs(),
+            times_out_a_hanging_kernel,
         );
-        assert!(r.seconds < 30.0);
-        std::fs::remove_dir_all(&cfg.work_dir).unwrap();
     }
 
     /// Every exit value the kernel can report reaches the harness as the same QEMU status as
     /// on x86_64, through semihosting.
     #[test]
     fn arm64_semihosting_exit_statuses() {
-        if !qemu_available_for(Arch::Aarch64) {
-            eprintln!("qemu-system-aarch64 not available; skipping");
+        if qemu_missing(Arch::Aarch64) {
             return;
         }
         let dir =
@@ -582,8 +556,7 @@ mod tests {
     /// elfcorehdr where the suite said.
     #[test]
     fn arm64_blobs_load_around_the_device_tree() {
-        if !qemu_available_for(Arch::Aarch64) {
-            eprintln!("qemu-system-aarch64 not available; skipping");
+        if qemu_missing(Arch::Aarch64) {
             return;
         }
         let dir = std::env::temp_dir().join(format!(

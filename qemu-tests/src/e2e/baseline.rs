@@ -293,25 +293,10 @@ mod from_env {
     #[test]
     #[ignore]
     fn e2e_baseline_from_env() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let target = root.join("target");
-        let path = |var: &str, default: PathBuf| {
-            std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
-        };
-        let arch = std::env::var("E2E_ARCH")
-            .ok()
-            .map(|a| Arch::parse(&a).unwrap_or_else(|| panic!("E2E_ARCH={a}: x86_64 or aarch64")))
-            .unwrap_or(Arch::Aarch64);
-        let cfg = E2eConfig {
-            bzimage: PathBuf::new(),
-            lifeboat_guest: PathBuf::new(),
-            lifeboat_host: PathBuf::new(),
-            cache_dir: path("E2E_CACHE", target.join("e2e-cache")),
-            work_dir: path("E2E_WORK", target.join("e2e")),
-            full: false,
-            filter: None,
-            verbose: std::env::var("E2E_VERBOSE").is_ok_and(|v| v == "1"),
-        };
+        // Only the cache and work directories and E2E_VERBOSE count: the baseline needs no
+        // lifeboat image and has one scenario.
+        let arch = super::super::from_env::arch(Arch::Aarch64);
+        let cfg = super::super::from_env::config(arch, Path::new("e2e"));
         let r = run(&cfg, arch).unwrap_or_else(|e| panic!("{e}"));
         super::super::print_scenario(&r);
         assert!(r.passed, "{}", r.failure.unwrap_or_default());

@@ -159,28 +159,9 @@ impl Drop for Qemu {
 
 /// Boot, crash, capture, save QEMU's memory view, quit QEMU.
 pub fn run(spec: &GuestSpec, log: &mut dyn FnMut(String)) -> Result<GuestRun, (String, Timeline)> {
+    let (mut qemu, mut watch, start) =
+        start_qemu(spec, log).map_err(|e| (e, Timeline::default()))?;
     let mut tl = Timeline::default();
-    let _ = std::fs::remove_file(spec.serial_path());
-    let _ = std::fs::remove_file(spec.qmp_path());
-    let _ = std::fs::remove_file(spec.qemu_dump_path());
-    let mut cmd = spec.command();
-    if spec.verbose {
-        log(format!("qemu: {cmd:?}"));
-    }
-    let out = |n: &str| std::fs::File::create(spec.dir.join(n)).map_err(|e| e.to_string());
-    cmd.stdin(Stdio::null())
-        .stdout(out("qemu.stdout").map_err(|e| (e, Timeline::default()))?)
-        .stderr(out("qemu.stderr").map_err(|e| (e, Timeline::default()))?);
-    let start = Instant::now();
-    let mut qemu = Qemu(
-        cmd.spawn()
-            .map_err(|e| (format!("cannot start QEMU: {e}"), Timeline::default()))?,
-    );
-    let mut watch = SerialWatch {
-        file: None,
-        path: spec.serial_path(),
-        buf: Vec::new(),
-    };
     let mut last_progress = Instant::now();
     let mut sysrq_at: Option<usize> = None;
     let verdict = loop {
@@ -243,14 +224,7 @@ pub fn run(spec: &GuestSpec, log: &mut dyn FnMut(String)) -> Result<GuestRun, (S
             ));
         }
         if start.elapsed() > spec.timeout {
-            return Err((
-                format!(
-                    "timed out after {} s (stage reached: {})",
-                    spec.timeout.as_secs(),
-                    stage(&tl)
-                ),
-                tl,
-            ));
+            return Err((timed_out(spec, &tl), tl));
         }
         if last_progress.elapsed() > Duration::from_secs(30) {
             last_progress = Instant::now();
@@ -289,23 +263,7 @@ pub fn run(spec: &GuestSpec, log: &mut dyn FnMut(String)) -> Result<GuestRun, (S
             tl,
         ));
     }
-    let t = Instant::now();
-    qmp_dump_and_quit(&spec.qmp_path(), &spec.qemu_dump_path()).map_err(|e| (e, tl.clone()))?;
-    tl.qemu_dump_seconds = Some(t.elapsed().as_secs_f64());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = qemu.0.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    drop(qemu);
-    watch.poll();
-    Ok(GuestRun {
-        timeline: tl,
-        verdict,
-        serial_bytes: watch.buf.len() as u64,
-    })
+    save_memory_and_quit(spec, qemu, watch, tl, verdict)
 }
 
 /// The line a crashed kernel ends with when nothing catches the crash.
@@ -318,28 +276,9 @@ pub fn run_until_panic(
     spec: &GuestSpec,
     log: &mut dyn FnMut(String),
 ) -> Result<GuestRun, (String, Timeline)> {
+    let (mut qemu, mut watch, start) =
+        start_qemu(spec, log).map_err(|e| (e, Timeline::default()))?;
     let mut tl = Timeline::default();
-    let _ = std::fs::remove_file(spec.serial_path());
-    let _ = std::fs::remove_file(spec.qmp_path());
-    let _ = std::fs::remove_file(spec.qemu_dump_path());
-    let mut cmd = spec.command();
-    if spec.verbose {
-        log(format!("qemu: {cmd:?}"));
-    }
-    let out = |n: &str| std::fs::File::create(spec.dir.join(n)).map_err(|e| e.to_string());
-    cmd.stdin(Stdio::null())
-        .stdout(out("qemu.stdout").map_err(|e| (e, Timeline::default()))?)
-        .stderr(out("qemu.stderr").map_err(|e| (e, Timeline::default()))?);
-    let start = Instant::now();
-    let mut qemu = Qemu(
-        cmd.spawn()
-            .map_err(|e| (format!("cannot start QEMU: {e}"), Timeline::default()))?,
-    );
-    let mut watch = SerialWatch {
-        file: None,
-        path: spec.serial_path(),
-        buf: Vec::new(),
-    };
     let panic_line = loop {
         std::thread::sleep(Duration::from_millis(200));
         let new_from = watch.poll();
@@ -364,16 +303,58 @@ pub fn run_until_panic(
             return Err((format!("QEMU exited ({status}) before the panic"), tl));
         }
         if start.elapsed() > spec.timeout {
-            return Err((
-                format!(
-                    "timed out after {} s (stage reached: {})",
-                    spec.timeout.as_secs(),
-                    stage(&tl)
-                ),
-                tl,
-            ));
+            return Err((timed_out(spec, &tl), tl));
         }
     };
+    save_memory_and_quit(spec, qemu, watch, tl, panic_line)
+}
+
+/// Start QEMU for `spec` (its serial capture, QMP socket and memory dump from an earlier run
+/// removed first; its stdout and stderr in `spec.dir`). Returns QEMU, the serial capture to
+/// watch, and when QEMU started.
+fn start_qemu(
+    spec: &GuestSpec,
+    log: &mut dyn FnMut(String),
+) -> Result<(Qemu, SerialWatch, Instant), String> {
+    let _ = std::fs::remove_file(spec.serial_path());
+    let _ = std::fs::remove_file(spec.qmp_path());
+    let _ = std::fs::remove_file(spec.qemu_dump_path());
+    let mut cmd = spec.command();
+    if spec.verbose {
+        log(format!("qemu: {cmd:?}"));
+    }
+    let out = |n: &str| std::fs::File::create(spec.dir.join(n)).map_err(|e| e.to_string());
+    cmd.stdin(Stdio::null())
+        .stdout(out("qemu.stdout")?)
+        .stderr(out("qemu.stderr")?);
+    let start = Instant::now();
+    let qemu = Qemu(cmd.spawn().map_err(|e| format!("cannot start QEMU: {e}"))?);
+    let watch = SerialWatch {
+        file: None,
+        path: spec.serial_path(),
+        buf: Vec::new(),
+    };
+    Ok((qemu, watch, start))
+}
+
+/// Why the run stopped once it took longer than `spec.timeout`.
+fn timed_out(spec: &GuestSpec, tl: &Timeline) -> String {
+    format!(
+        "timed out after {} s (stage reached: {})",
+        spec.timeout.as_secs(),
+        stage(tl)
+    )
+}
+
+/// Save QEMU's view of guest memory over QMP, give QEMU 30 s to quit, then read the rest of
+/// the serial capture. `verdict` is what the run ended with.
+fn save_memory_and_quit(
+    spec: &GuestSpec,
+    mut qemu: Qemu,
+    mut watch: SerialWatch,
+    mut tl: Timeline,
+    verdict: String,
+) -> Result<GuestRun, (String, Timeline)> {
     let t = Instant::now();
     qmp_dump_and_quit(&spec.qmp_path(), &spec.qemu_dump_path()).map_err(|e| (e, tl.clone()))?;
     tl.qemu_dump_seconds = Some(t.elapsed().as_secs_f64());
@@ -388,7 +369,7 @@ pub fn run_until_panic(
     watch.poll();
     Ok(GuestRun {
         timeline: tl,
-        verdict: panic_line,
+        verdict,
         serial_bytes: watch.buf.len() as u64,
     })
 }

@@ -975,37 +975,47 @@ mod tests {
 /// `E2E_ARCH=aarch64` runs the arm64 scenarios with `target/lifeboat/aarch64/{Image,lifeboat}`
 /// and the work directory `target/e2e/aarch64`.
 #[cfg(test)]
-mod from_env {
+pub(crate) mod from_env {
     use super::*;
 
-    #[test]
-    #[ignore]
-    fn e2e_from_env() {
+    /// The architecture `E2E_ARCH` names, or `default`.
+    pub(crate) fn arch(default: Arch) -> Arch {
+        std::env::var("E2E_ARCH")
+            .ok()
+            .map(|a| Arch::parse(&a).unwrap_or_else(|| panic!("E2E_ARCH={a}: x86_64 or aarch64")))
+            .unwrap_or(default)
+    }
+
+    /// The configuration the environment describes for `arch` (see above); the work
+    /// directory is `E2E_WORK` or `work` under the workspace's `target/`.
+    pub(crate) fn config(arch: Arch, work: &Path) -> E2eConfig {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let target = root.join("target");
         let path = |var: &str, default: PathBuf| {
             std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
         };
-        let arch = std::env::var("E2E_ARCH")
-            .ok()
-            .map(|a| Arch::parse(&a).unwrap_or_else(|| panic!("E2E_ARCH={a}: x86_64 or aarch64")))
-            .unwrap_or_default();
         let images = target.join("lifeboat").join(arch.name());
-        let work = match arch {
-            Arch::X86_64 => target.join("e2e"),
-            Arch::Aarch64 => target.join("e2e").join(arch.name()),
-        };
-        let cfg = E2eConfig {
+        E2eConfig {
             bzimage: path("E2E_BZIMAGE", images.join(arch.payload_name())),
             lifeboat_guest: path("E2E_LIFEBOAT_GUEST", images.join("lifeboat")),
             lifeboat_host: path("E2E_LIFEBOAT_HOST", target.join("release/lifeboat")),
             cache_dir: path("E2E_CACHE", target.join("e2e-cache")),
-            work_dir: path("E2E_WORK", work),
+            work_dir: path("E2E_WORK", target.join(work)),
             full: std::env::var("E2E_FULL").is_ok_and(|v| v == "1"),
             filter: std::env::var("E2E_FILTER").ok(),
             verbose: std::env::var("E2E_VERBOSE").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn e2e_from_env() {
+        let arch = arch(Arch::default());
+        let work = match arch {
+            Arch::X86_64 => PathBuf::from("e2e"),
+            Arch::Aarch64 => Path::new("e2e").join(arch.name()),
         };
-        if let Err(e) = run_for(&cfg, arch) {
+        if let Err(e) = run_for(&config(arch, &work), arch) {
             panic!("{e}");
         }
     }
