@@ -1263,7 +1263,10 @@ pub fn status(host: &Host) -> Result<bool, Failure> {
                 }
             );
             println!("  sinks:        {}", o.sinks.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
-            println!("  serial:       {}", o.serial);
+            match Arch::HOST {
+                Arch::Aarch64 => println!("  serial:       the console UART (device tree stdout-path)"),
+                _ => println!("  serial:       {}", o.serial),
+            }
             println!(
                 "  dump level:   {}{}",
                 o.level,
