@@ -2,7 +2,8 @@
 //! memory and check the dump it sends with code that shares nothing with the kernel.
 //!
 //! - [`synth`] generates the crashed machine: RAM ranges with holes, a kexec-tools backup range,
-//!   a kernel-text view, PRSTATUS and VMCOREINFO notes, a `struct new_utsname`, all from a seed.
+//!   a kernel-text view, PRSTATUS and VMCOREINFO notes, a `struct new_utsname`, all from a seed;
+//!   on arm64 with 4, 16 or 64 KiB pages (the dump's block size).
 //! - [`qemu`] boots the capture kernel with hard timeouts and reads its console back: the
 //!   x86_64 PVH ELF on QEMU `pc`, or the arm64 Image on QEMU `virt` ([`Arch`]).
 //! - [`flat`] rebuilds makedumpfile's flattened stream; [`verify`] reads the kdump-compressed

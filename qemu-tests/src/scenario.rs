@@ -2,7 +2,8 @@
 //!
 //! Each architecture runs its own list ([`for_arch`]): aarch64 runs every scenario but the
 //! bounded-memory ones (their sparse machine follows QEMU pc's RAM layout), under the same
-//! names, in `<work_dir>/aarch64/<name>/`, shown as `aarch64/<name>`.
+//! names, in `<work_dir>/aarch64/<name>/`, shown as `aarch64/<name>`, plus its own: the
+//! virtio-blk-pci disk and crashed kernels with 16 and 64 KiB pages ([`Kind::page_size`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -142,6 +143,8 @@ pub enum Kind {
         with_vmcoreinfo: bool,
         /// A console fragment that must appear (case-insensitive).
         must_say: Option<&'static str>,
+        /// The crashed kernel's page size ([`Kind::page_size`]).
+        page_size: u64,
     },
     /// A broken elfcorehdr the kernel must refuse.
     Malformed(Mutation),
@@ -162,6 +165,20 @@ pub enum Kind {
         big_gib: u64,
         big_cover_gib: Option<u64>,
     },
+}
+
+impl Kind {
+    /// The crashed kernel's page size: its VMCOREINFO `PAGESIZE`, and so the dump's block
+    /// size, pfns, bitmaps and unit of compression. 4 KiB but in the arm64 scenarios that
+    /// ask for 16 or 64 KiB ([`Scenario::runs_on`]); the capture kernel's own pages are 4 KiB
+    /// whatever this is.
+    pub fn page_size(&self) -> u64 {
+        match *self {
+            Kind::Dump { page_size, .. }
+            | Kind::Sink(crate::sinks::SinkCase::Blk { page_size, .. }) => page_size,
+            _ => synth::PAGE_SIZE,
+        }
+    }
 }
 
 /// How much more heap (KiB) the big capture of [`Kind::BoundedMemory`] may peak at. Both
@@ -193,6 +210,20 @@ pub fn all() -> Vec<Scenario> {
             form,
             with_vmcoreinfo,
             must_say,
+            page_size: synth::PAGE_SIZE,
+        },
+    };
+    // A crashed arm64 kernel with pages of `kib` KiB, dumped over the serial line.
+    let paged = |name, seed, secs, mib, kib: u64| Scenario {
+        name,
+        seed,
+        timeout: Duration::from_secs(secs),
+        kind: Kind::Dump {
+            mib,
+            form: CmdlineForm::Hex,
+            with_vmcoreinfo: true,
+            must_say: None,
+            page_size: kib << 10,
         },
     };
     let bad = |name, seed, m| Scenario {
@@ -220,13 +251,32 @@ pub fn all() -> Vec<Scenario> {
             false,
             Some("no vmcoreinfo"),
         ),
+        paged("serial-16k", 0x16c, 120, 64, 16),
+        paged("serial-64k", 0x64c, 120, 64, 64),
         bad("malformed-bad-magic", 1, Mutation::BadMagic),
         bad("malformed-truncated", 2, Mutation::Truncated),
         bad("malformed-overlap", 3, Mutation::Overlap),
         bad("malformed-outside-ram", 4, Mutation::OutsideRam),
         bad("malformed-absurd-size", 5, Mutation::AbsurdSize),
         bad("malformed-too-many-phdrs", 6, Mutation::TooManyPhdrs),
-        sink("blk-256m", 0xb1c, 600, SinkCase::Blk { mib: 256 }),
+        sink(
+            "blk-256m",
+            0xb1c,
+            600,
+            SinkCase::Blk {
+                mib: 256,
+                page_size: synth::PAGE_SIZE,
+            },
+        ),
+        sink(
+            "blk-64k",
+            0xb64,
+            150,
+            SinkCase::Blk {
+                mib: 128,
+                page_size: 64 << 10,
+            },
+        ),
         sink("blk-pci-64m", 0xb1d, 300, SinkCase::BlkPci { mib: 64 }),
         sink("blk-too-small", 0xb15, 180, SinkCase::BlkTooSmall),
         sink("net-256m", 0x4e7, 600, SinkCase::Net { mib: 256 }),
@@ -303,13 +353,23 @@ impl Scenario {
 
     /// Whether the scenario exists for `arch`. The bounded-memory captures lay out a sparse
     /// machine the way QEMU pc places RAM (x86_64 only); the virtio-blk-pci disk is a separate
-    /// scenario only on aarch64, where the other disks are virtio-mmio.
+    /// scenario only on aarch64, where the other disks are virtio-mmio; crashed kernels with
+    /// pages other than 4 KiB exist only on arm64.
     pub fn runs_on(&self, arch: Arch) -> bool {
+        if self.kind.page_size() != synth::PAGE_SIZE {
+            return arch == Arch::Aarch64;
+        }
         match self.kind {
             Kind::BoundedMemory { .. } => arch == Arch::X86_64,
             Kind::Sink(crate::sinks::SinkCase::BlkPci { .. }) => arch == Arch::Aarch64,
             _ => true,
         }
+    }
+
+    /// The synthetic crashed machine of this scenario on `arch`: `mib` MiB of RAM, the
+    /// scenario's seed and the crashed kernel's page size ([`Kind::page_size`]).
+    pub fn spec(&self, arch: Arch, mib: u64) -> SynthSpec {
+        SynthSpec::with_page_size(arch, self.seed, mib * MIB, self.kind.page_size())
     }
 }
 
@@ -467,19 +527,21 @@ fn run_dump(
         form,
         with_vmcoreinfo,
         must_say,
+        ..
     } = s.kind
     else {
         unreachable!()
     };
-    let mut spec = SynthSpec::new_for(cfg.arch, s.seed, mib * MIB);
+    let mut spec = s.spec(cfg.arch, mib);
     spec.with_vmcoreinfo = with_vmcoreinfo;
     let image = SynthImage::generate(&spec)?;
     let cmdline = cmdline(form, image.elfcorehdr_addr);
     details.push(format!("cmdline: {cmdline}"));
     details.push(format!(
-        "synthetic memory: {} MiB in {} RAM ranges (+ kernel text view), max pfn {:#x}, phys_base {:#x}",
+        "synthetic memory: {} MiB in {} RAM ranges (+ kernel text view), {} KiB pages (PAGESIZE), max pfn {:#x}, phys_base {:#x}",
         mib,
         image.ranges.len(),
+        image.page_size() >> 10,
         image.max_mapnr() - 1,
         image.phys_base
     ));
@@ -510,22 +572,20 @@ fn run_dump(
             return Err(format!("no console line contains {frag:?}").into());
         }
     }
-    // Every capture ends with the capture kernel's own memory use.
-    let mem = qemu::kernel_memory(console).ok_or(
-        "no \"heap peak … KiB of … KiB, page tables … KiB\" line (or no \"runtime memory\" line) on the console",
-    )?;
-    details.push(format!(
-        "capture kernel memory: heap peak {} KiB of {} KiB, page tables {} KiB, runtime memory {} KiB",
-        mem.heap_peak_kib, mem.heap_kib, mem.page_tables_kib, mem.runtime_kib
-    ));
+    report_kernel_memory(console, &image, details)?;
     let dump = receive_and_rebuild(cfg, dir, details)?;
 
     let exp = Expectations::for_image(&image);
     let stats = verify::verify_kdump(&dump, &exp, &image).map_err(|f| f.to_string())?;
     let ram: u64 = image.ranges.iter().map(|r| r.len).sum();
     details.push(format!(
-        "dump: {} pages ({} shared zero, {} zlib, {} raw), {} bytes of page data",
-        stats.pages, stats.zero_pages, stats.zlib_pages, stats.raw_pages, stats.page_data_bytes
+        "dump: {} pages of {} KiB ({} shared zero, {} zlib, {} raw), {} bytes of page data",
+        stats.pages,
+        stats.block_size >> 10,
+        stats.zero_pages,
+        stats.zlib_pages,
+        stats.raw_pages,
+        stats.page_data_bytes
     ));
     details.push(format!(
         "numbers: RAM covered {:.1} MiB, dump file {:.1} MiB, compression ratio {:.2}, serial {:.1} MiB, QEMU run {:.1} s, kernel says {}",
@@ -550,6 +610,28 @@ fn run_dump(
     let _ = std::fs::remove_dir_all(dir.join("mem"));
     let _ = std::fs::remove_file(dir.join("vmcore.R"));
     Ok(())
+}
+
+/// Every capture ends with the capture kernel's own memory use: its heap peak (the
+/// compressor's buffers grow with the crashed kernel's page size), heap, page tables and
+/// runtime memory go into the report, with that page size.
+pub(crate) fn report_kernel_memory(
+    console: &[String],
+    image: &SynthImage,
+    details: &mut Vec<String>,
+) -> Result<qemu::KernelMemory, Failed> {
+    let mem = qemu::kernel_memory(console).ok_or(
+        "no \"heap peak … KiB of … KiB, page tables … KiB\" line (or no \"runtime memory\" line) on the console",
+    )?;
+    details.push(format!(
+        "capture kernel memory: heap peak {} KiB of {} KiB, page tables {} KiB, runtime memory {} KiB (crashed kernel's pages: {} KiB)",
+        mem.heap_peak_kib,
+        mem.heap_kib,
+        mem.page_tables_kib,
+        mem.runtime_kib,
+        image.page_size() >> 10
+    ));
+    Ok(mem)
 }
 
 /// Run `lifeboat receive`, then check the flattened stream with our own reader and with
@@ -982,16 +1064,33 @@ mod tests {
                         ..
                     } => (mib, with_vmcoreinfo),
                     Kind::Sink(
-                        crate::sinks::SinkCase::Blk { mib }
+                        crate::sinks::SinkCase::Blk { mib, .. }
                         | crate::sinks::SinkCase::BlkPci { mib }
                         | crate::sinks::SinkCase::Net { mib },
                     ) => (mib, true),
                     Kind::Sink(_) => (128, true),
                     _ => continue,
                 };
-                let mut spec = SynthSpec::new_for(arch, s.seed, mib * MIB);
+                let mut spec = s.spec(arch, mib);
                 spec.with_vmcoreinfo = with_vmcoreinfo;
                 let im = SynthImage::generate(&spec).unwrap();
+                // The crashed kernel's pages: whole RAM ranges of them, said in VMCOREINFO.
+                let ps = s.kind.page_size();
+                assert_eq!(im.page_size(), ps);
+                assert!(
+                    im.ranges
+                        .iter()
+                        .all(|r| r.paddr.is_multiple_of(ps) && r.len.is_multiple_of(ps)),
+                    "{arch} {}",
+                    s.name
+                );
+                if let Some(v) = &im.vmcoreinfo {
+                    assert!(
+                        v.contains(&format!("\nPAGESIZE={ps}\n")),
+                        "{arch} {}",
+                        s.name
+                    );
+                }
                 assert!(
                     im.ranges
                         .iter()
@@ -1139,6 +1238,14 @@ mod tests {
             want.iter().position(|n| *n == "blk-256m").unwrap() + 1,
             "blk-pci-64m",
         );
+        // … and the crashed kernels with 16 and 64 KiB pages, arm64 only.
+        for (after, name) in [
+            ("missing-vmcoreinfo", "serial-16k"),
+            ("serial-16k", "serial-64k"),
+            ("blk-256m", "blk-64k"),
+        ] {
+            want.insert(want.iter().position(|n| *n == after).unwrap() + 1, name);
+        }
         assert_eq!(arm_names, want);
         for name in [
             "serial-256m",
@@ -1159,8 +1266,48 @@ mod tests {
         }
         assert!(x86.iter().all(|s| s.name != "blk-pci-64m"));
         assert_eq!(
-            names_for(Arch::X86_64).len() + 1 - 2,
+            names_for(Arch::X86_64).len() + 1 + 3 - 2,
             names_for(Arch::Aarch64).len()
         );
+    }
+
+    #[test]
+    fn arm64_crashed_kernels_with_16k_and_64k_pages_run_by_default() {
+        let paged: Vec<_> = for_arch(Arch::Aarch64)
+            .into_iter()
+            .filter(|s| s.kind.page_size() != synth::PAGE_SIZE)
+            .map(|s| (s.name, s.kind.page_size() >> 10, s.on_request_only()))
+            .collect();
+        assert_eq!(
+            paged,
+            [
+                ("serial-16k", 16, false),
+                ("serial-64k", 64, false),
+                ("blk-64k", 64, false)
+            ]
+        );
+        // `--filter 16k` and `--filter 64k` pick exactly these.
+        let pick = |f: &str| -> Vec<_> {
+            names_for(Arch::Aarch64)
+                .into_iter()
+                .filter(|n| n.contains(f))
+                .collect()
+        };
+        assert_eq!(pick("16k"), ["serial-16k"]);
+        assert_eq!(pick("64k"), ["serial-64k", "blk-64k"]);
+        assert!(for_arch(Arch::X86_64)
+            .iter()
+            .all(|s| s.kind.page_size() == synth::PAGE_SIZE));
+        // Small enough for TCG: at most 128 MiB each.
+        for s in for_arch(Arch::Aarch64) {
+            if s.kind.page_size() != synth::PAGE_SIZE {
+                let mib = match s.kind {
+                    Kind::Dump { mib, .. }
+                    | Kind::Sink(crate::sinks::SinkCase::Blk { mib, .. }) => mib,
+                    _ => unreachable!(),
+                };
+                assert!((64..=128).contains(&mib), "{}", s.name);
+            }
+        }
     }
 }

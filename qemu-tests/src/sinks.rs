@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::qemu::{self, QemuBoot};
-use crate::scenario::{boot_with, first_difference, Failed, Scenario};
+use crate::scenario::{boot_with, first_difference, report_kernel_memory, Failed, Scenario};
 use crate::synth::{SynthImage, SynthSpec};
 use crate::verify::{self, Expectations};
 use crate::{Arch, SuiteConfig};
@@ -32,8 +32,10 @@ const DUMP_SERIAL: &str = "lbdump";
 /// Which sink scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SinkCase {
-    /// The dump disk selected by serial, next to a decoy disk that must stay untouched.
-    Blk { mib: u64 },
+    /// The dump disk selected by serial, next to a decoy disk that must stay untouched; the
+    /// crashed kernel has pages of `page_size` bytes (not 4 KiB: arm64 only,
+    /// [`crate::scenario::Kind::page_size`]).
+    Blk { mib: u64, page_size: u64 },
     /// [`SinkCase::Blk`] with both disks on virtio-pci (aarch64 only, where the other
     /// scenarios' disks are virtio-mmio).
     BlkPci { mib: u64 },
@@ -62,7 +64,7 @@ pub fn run(
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
     match case {
-        SinkCase::Blk { mib } => {
+        SinkCase::Blk { mib, .. } => {
             run_blk(s, cfg, VirtioBus::of(cfg.arch), dir, mib, details, console)
         }
         SinkCase::BlkPci { mib } => run_blk(s, cfg, VirtioBus::Pci, dir, mib, details, console),
@@ -186,8 +188,9 @@ fn verify_dump(file: &[u8], image: &SynthImage, what: &str) -> Result<String, Fa
     let stats = verify::verify_kdump(file, &exp, image).map_err(|f| format!("{what}: {f}"))?;
     let ram: u64 = image.ranges.iter().map(|r| r.len).sum();
     Ok(format!(
-        "{what}: {} pages byte-exact ({} zero, {} zlib, {} raw), file {:.1} MiB, ratio {:.2}",
+        "{what}: {} pages of {} KiB byte-exact ({} zero, {} zlib, {} raw), file {:.1} MiB, ratio {:.2}",
         stats.pages,
+        stats.block_size >> 10,
         stats.zero_pages,
         stats.zlib_pages,
         stats.raw_pages,
@@ -285,7 +288,7 @@ fn run_blk(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, mib * MIB))?;
+    let image = SynthImage::generate(&s.spec(cfg.arch, mib))?;
     let disk = dir.join("dump.img");
     let decoy = dir.join("decoy.img");
     // Old bytes on the dump disk must not confuse fetch; the decoy must stay untouched.
@@ -300,6 +303,7 @@ fn run_blk(
     expect_verdict(console, "complete")?;
     must_say(console, bus.blk_sink_line())?;
     details.push(format!("kernel says {}", qemu::kernel_throughput(console).unwrap_or_else(|| "no MB/s figure".into())));
+    report_kernel_memory(console, &image, details)?;
     let raw = std::fs::read(&disk).map_err(|e| format!("reading the disk: {e}"))?;
     if std::fs::read(&decoy).map_err(|e| format!("reading the decoy disk: {e}"))?.iter().any(|&b| b != 0x5a) {
         return Err("the decoy disk was written to".into());
@@ -334,7 +338,7 @@ fn run_blk_too_small(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, 64 * MIB))?;
+    let image = SynthImage::generate(&s.spec(cfg.arch, 64))?;
     let disk = dir.join("small.img");
     make_disk(&disk, 4 * MIB, 0)?;
     let extra = disk_args_on(VirtioBus::of(cfg.arch), &disk, "d0", DUMP_SERIAL);
@@ -464,7 +468,7 @@ fn run_net(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, mib * MIB))?;
+    let image = SynthImage::generate(&s.spec(cfg.arch, mib))?;
     let server = Server::start(&cfg.lifeboat_bin, &dir.join("crash"), &dir.join("serve.log"), &[])?;
     let cmdline = format!(
         "{} {NET_OPTS} lifeboat.host=synth-{:x} lifeboat.bootid=0123abcd",
@@ -547,7 +551,7 @@ fn run_fallback(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, 16 * MIB))?;
+    let image = SynthImage::generate(&s.spec(cfg.arch, 16))?;
     let disk = dir.join("dump.img");
     make_disk(&disk, 32 * MIB, 0)?;
     // A port with no listener: bind, note it, close.
@@ -614,7 +618,7 @@ fn run_server_restart(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, 128 * MIB))?;
+    let image = SynthImage::generate(&s.spec(cfg.arch, 128))?;
     let mut server = Server::start(&cfg.lifeboat_bin, &dir.join("crash"), &dir.join("serve.log"), &[])?;
     let cmdline = format!(
         "{} {NET_OPTS} lifeboat.host=restart lifeboat.net_wait=60",
@@ -715,7 +719,7 @@ fn run_server_disk_full(
     details: &mut Vec<String>,
     console: &mut Vec<String>,
 ) -> Result<(), Failed> {
-    let image = SynthImage::generate(&SynthSpec::new_for(cfg.arch, s.seed, 64 * MIB))?;
+    let image = SynthImage::generate(&s.spec(cfg.arch, 64))?;
     let fs = Tmpfs::mount(&dir.join("crash"), "8m")?;
     let server = Server::start(&cfg.lifeboat_bin, &fs.0, &dir.join("serve.log"), &["--reserve", "0"])?;
     let cmdline = format!(

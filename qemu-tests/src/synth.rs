@@ -43,6 +43,21 @@
 //! that much: the elfcorehdr at 1 GiB + 16 MiB, the RAM ranges from 1 GiB + 18 MiB. QEMU
 //! itself puts its boot stub at the start of RAM, the Image 2 MiB in, and the device tree at
 //! 1 GiB + 128 MiB ([`VIRT_DTB`]): the RAM ranges leave a hole there.
+//!
+//! ## Crashed kernels with 16 KiB and 64 KiB pages (arm64)
+//!
+//! [`SynthSpec::page_size`] is the crashed kernel's page size: `PAGESIZE` in its VMCOREINFO,
+//! and so the dump's block size, its pfns, its bitmaps (one bit per such page) and its unit of
+//! compression. With 16 or 64 KiB every RAM range starts and ends on a page boundary (the
+//! holes are whole pages too), each page is one zero, random or compressible page of that
+//! size ([`fill_page_of`]; the kind is drawn per page, so whole 64 KiB pages are zero), the
+//! `struct new_utsname` crosses a page boundary of that size, `swapper_pg_dir` is a zero page
+//! of that size, and `NUMBER(VMEMMAP_START)`/`NUMBER(VMEMMAP_END)` are those of that page
+//! size ([`arm64_vmemmap`]). Everything else (addresses, note buffers) stays as with 4 KiB
+//! pages. With 4 KiB every byte is what it was before the page size was a parameter (the
+//! `golden` test holds hashes of it). [`SynthImage::dump_page`] and
+//! [`SynthImage::source_page`] still work in 4 KiB frames whatever the page size;
+//! [`SynthImage::dump_block`] gives a whole page of the crashed kernel's size.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -53,8 +68,13 @@ use std::path::{Path, PathBuf};
 use crate::prng::SplitMix64;
 pub use crate::Arch;
 
+/// 4 KiB: the page size of every x86_64 kernel, and of the crashed arm64 kernel unless the
+/// spec asks for 16 or 64 KiB ([`SynthSpec::page_size`]); the frame [`SynthImage::dump_page`]
+/// and [`SynthImage::source_page`] work in.
 pub const PAGE_SIZE: u64 = 4096;
 const PAGE: usize = PAGE_SIZE as usize;
+/// The page sizes an arm64 kernel can have (`CONFIG_ARM64_{4K,16K,64K}_PAGES`).
+pub const ARM64_PAGE_SIZES: [u64; 3] = [4096, 16 << 10, 64 << 10];
 const MIB: u64 = 1 << 20;
 
 /// RAM of the QEMU guest (`-m 512M`).
@@ -122,12 +142,25 @@ pub const ARM64_VA_BITS: u64 = 48;
 pub const ARM64_MODULES_VADDR: u64 = 0xffff_8000_0000_0000;
 /// arm64 `KIMAGE_VADDR` = `MODULES_END` (6.1: 128 MiB of modules); `_text` without KASLR.
 pub const ARM64_KIMAGE_VADDR: u64 = ARM64_MODULES_VADDR + 128 * MIB;
-/// arm64 `VMEMMAP_START` = `-(1 << (VA_BITS - (PAGE_SHIFT - STRUCT_PAGE_MAX_SHIFT)))`.
+/// arm64 `VMEMMAP_START` = `-(1 << (VA_BITS - (PAGE_SHIFT - STRUCT_PAGE_MAX_SHIFT)))`, 4 KiB
+/// pages ([`arm64_vmemmap`] for the others).
 pub const ARM64_VMEMMAP_START: u64 = 0xffff_fc00_0000_0000;
-/// arm64 `VMEMMAP_END` = `VMEMMAP_START + (1 << 47 >> 6)`.
+/// arm64 `VMEMMAP_END` = `VMEMMAP_START + (1 << 47 >> 6)`, 4 KiB pages.
 pub const ARM64_VMEMMAP_END: u64 = 0xffff_fe00_0000_0000;
-/// arm64 `VMALLOC_END` = `VMEMMAP_START - SZ_256M`.
+/// arm64 `VMALLOC_END` = `VMEMMAP_START - SZ_256M`, 4 KiB pages.
 pub const ARM64_VMALLOC_END: u64 = ARM64_VMEMMAP_START - 256 * MIB;
+
+/// arm64 (6.1, VA_BITS 48) `VMEMMAP_START`, `VMEMMAP_END` and `VMALLOC_END` for pages of
+/// `page_size` bytes (`arch/arm64/include/asm/memory.h`): `VMEMMAP_SHIFT = PAGE_SHIFT -
+/// STRUCT_PAGE_MAX_SHIFT` (6), `VMEMMAP_START = -(1 << (VA_BITS - VMEMMAP_SHIFT))`,
+/// `VMEMMAP_SIZE = (_PAGE_END(VA_BITS_MIN) - PAGE_OFFSET) >> VMEMMAP_SHIFT` (`1 << 47 >>
+/// VMEMMAP_SHIFT`), `VMALLOC_END = VMEMMAP_START - SZ_256M`.
+pub fn arm64_vmemmap(page_size: u64) -> (u64, u64, u64) {
+    let shift = page_size.trailing_zeros() as u64 - 6;
+    let start = 0u64.wrapping_sub(1 << (ARM64_VA_BITS - shift));
+    (start, start + ((1 << 47) >> shift), start - 256 * MIB)
+}
+const _: () = assert!(ARM64_VMEMMAP_END == ARM64_VMEMMAP_START + ((1 << 47) >> 6));
 /// `sizeof(struct elf_prstatus)` on arm64: the common part (112 bytes), `pr_reg` (34 × 8),
 /// `pr_fpvalid`, padding (checked with gcc on an LP64 host).
 pub const ARM64_PRSTATUS_SIZE: usize = 392;
@@ -251,6 +284,10 @@ pub struct SynthSpec {
     /// its end, so the RAM still reaches the top of the guest's RAM and `max_mapnr` spans
     /// all of it); the rest becomes holes between the PT_LOADs.
     pub sparse_cover: Option<u64>,
+    /// The crashed kernel's page size ([`PAGE_SIZE`] unless set): VMCOREINFO `PAGESIZE`, the
+    /// dump's block size. 16 and 64 KiB ([`ARM64_PAGE_SIZES`]) only for [`Arch::Aarch64`]
+    /// and [`Shape::Dense`]; `ram_bytes` must then be a whole number of such pages.
+    pub page_size: u64,
 }
 
 impl SynthSpec {
@@ -272,6 +309,15 @@ impl SynthSpec {
             guest_ram: GUEST_RAM_BYTES,
             shape: Shape::Dense,
             sparse_cover: None,
+            page_size: PAGE_SIZE,
+        }
+    }
+
+    /// [`Self::new_for`] for a crashed kernel with pages of `page_size` bytes.
+    pub fn with_page_size(arch: Arch, seed: u64, ram_bytes: u64, page_size: u64) -> Self {
+        Self {
+            page_size,
+            ..Self::new_for(arch, seed, ram_bytes)
         }
     }
 
@@ -295,6 +341,7 @@ impl SynthSpec {
             guest_ram,
             shape: Shape::Sparse,
             sparse_cover: cover,
+            page_size: PAGE_SIZE,
         };
         spec.ram_bytes = layout_sparse(&spec).map_or(0, |r| r.iter().map(|r| r.len).sum());
         spec
@@ -336,8 +383,14 @@ impl RamRange {
     pub fn end(&self) -> u64 {
         self.paddr + self.len
     }
+    /// The 4 KiB frames of the range.
     pub fn pfns(&self) -> Range<u64> {
-        self.paddr / PAGE_SIZE..self.end() / PAGE_SIZE
+        self.pfns_of(PAGE_SIZE)
+    }
+    /// The pages of `page_size` bytes the range touches (a partial page counts, as in the
+    /// dump's bitmaps).
+    pub fn pfns_of(&self, page_size: u64) -> Range<u64> {
+        self.paddr / page_size..self.end().div_ceil(page_size)
     }
     pub fn sources(&self) -> Range<u64> {
         self.source..self.source + self.len
@@ -504,6 +557,17 @@ impl std::error::Error for SynthError {}
 
 impl SynthImage {
     pub fn generate(spec: &SynthSpec) -> Result<Self, SynthError> {
+        let ps = spec.page_size;
+        if ps != PAGE_SIZE
+            && !(spec.arch == Arch::Aarch64
+                && spec.shape == Shape::Dense
+                && ARM64_PAGE_SIZES.contains(&ps))
+        {
+            return Err(SynthError::BadShape(format!(
+                "pages of {ps} bytes: only 4096, or 16 or 64 KiB for a dense arm64 machine (this one: {}, {:?})",
+                spec.arch, spec.shape
+            )));
+        }
         let ranges = match spec.shape {
             Shape::Dense => layout_ranges(spec)?,
             Shape::Sparse => layout_sparse(spec)?,
@@ -527,8 +591,8 @@ impl SynthImage {
             Shape::Dense => 16 * MIB,
             Shape::Sparse => SPARSE_TEXT_LEN,
         };
-        let text_len = ((big.len / 2) / PAGE_SIZE * PAGE_SIZE).min(text_cap);
-        if text_len < 8 * PAGE_SIZE {
+        let text_len = ((big.len / 2) / ps * ps).min(text_cap);
+        if text_len < 8 * ps {
             return Err(SynthError::BadShape(
                 "largest RAM range is below 16 pages".into(),
             ));
@@ -556,8 +620,9 @@ impl SynthImage {
             Arch::Aarch64 => (kaslr, ARM64_KIMAGE_VADDR + kaslr, ARM64_PHYS_OFFSET),
         };
 
-        // init_uts_ns in the middle of the text range, the utsname crossing a page boundary.
-        let init_uts_ns_paddr = text_paddr + (text_len / 2) / PAGE_SIZE * PAGE_SIZE + 0xefc;
+        // init_uts_ns in the middle of the text range, the utsname crossing a page boundary
+        // (0x104 bytes before it: 0xefc into a 4 KiB page).
+        let init_uts_ns_paddr = text_paddr + (text_len / 2) / ps * ps + ps - 0x104;
         let utsname_paddr = init_uts_ns_paddr + UTS_NAMESPACE_NAME_OFFSET;
         let init_uts_ns_vaddr = init_uts_ns_paddr - text_paddr + text_vaddr;
         let crash_time = 1_767_225_600 + spec.seed % 100_000;
@@ -604,9 +669,9 @@ impl SynthImage {
         }
         image.put_bytes(utsname_paddr, &utsname_bytes_for(spec.arch));
         if let Some(pgd) = image.swapper_pg_dir_paddr() {
-            // An empty top-level table: every kernel virtual address outside the image is
-            // unmapped, as nothing in this machine needs page tables.
-            image.put_bytes(pgd, &[0; PAGE]);
+            // An empty top-level table (one page): every kernel virtual address outside the
+            // image is unmapped, as nothing in this machine needs page tables.
+            image.put_bytes(pgd, &vec![0; ps as usize]);
         }
         debug_assert!(image.overlays.keys().all(|&p| image.in_window(p)));
 
@@ -654,6 +719,11 @@ impl SynthImage {
         self.spec.arch
     }
 
+    /// The crashed kernel's page size ([`SynthSpec::page_size`]).
+    pub fn page_size(&self) -> u64 {
+        self.spec.page_size
+    }
+
     /// The direct-map (linear-map) address of physical address `paddr`: what a RAM PT_LOAD's
     /// `p_vaddr` says. x86_64: `PAGE_OFFSET + pa`; arm64: `(pa - PHYS_OFFSET) | PAGE_OFFSET`.
     pub fn linear_vaddr(&self, paddr: u64) -> u64 {
@@ -665,11 +735,11 @@ impl SynthImage {
         self.text_vaddr.wrapping_sub(self.text_paddr)
     }
 
-    /// arm64: where `swapper_pg_dir` is, a quarter into the kernel text (page aligned, away
-    /// from the utsname in the middle). `None` on x86_64.
+    /// arm64: where `swapper_pg_dir` is, a quarter into the kernel text (aligned to the
+    /// crashed kernel's page, away from the utsname in the middle). `None` on x86_64.
     pub fn swapper_pg_dir_paddr(&self) -> Option<u64> {
-        (self.spec.arch == Arch::Aarch64)
-            .then(|| self.text_paddr + (self.text_len / 4) / PAGE_SIZE * PAGE_SIZE)
+        let ps = self.page_size();
+        (self.spec.arch == Arch::Aarch64).then(|| self.text_paddr + (self.text_len / 4) / ps * ps)
     }
 
     fn vmcoreinfo_text(&self) -> String {
@@ -686,9 +756,10 @@ impl SynthImage {
             .swapper_pg_dir_paddr()
             .expect("arm64")
             .wrapping_add(self.kimage_voffset());
+        let (vmemmap_start, vmemmap_end, vmalloc_end) = arm64_vmemmap(self.page_size());
         format!(
             "OSRELEASE={OSRELEASE}\n\
-             PAGESIZE={PAGE_SIZE}\n\
+             PAGESIZE={}\n\
              SYMBOL(init_uts_ns)={:x}\n\
              OFFSET(uts_namespace.name)={UTS_NAMESPACE_NAME_OFFSET}\n\
              SYMBOL(swapper_pg_dir)={pgd:x}\n\
@@ -697,15 +768,16 @@ impl SynthImage {
              NUMBER(MODULES_VADDR)={ARM64_MODULES_VADDR:#x}\n\
              NUMBER(MODULES_END)={ARM64_KIMAGE_VADDR:#x}\n\
              NUMBER(VMALLOC_START)={ARM64_KIMAGE_VADDR:#x}\n\
-             NUMBER(VMALLOC_END)={ARM64_VMALLOC_END:#x}\n\
-             NUMBER(VMEMMAP_START)={ARM64_VMEMMAP_START:#x}\n\
-             NUMBER(VMEMMAP_END)={ARM64_VMEMMAP_END:#x}\n\
+             NUMBER(VMALLOC_END)={vmalloc_end:#x}\n\
+             NUMBER(VMEMMAP_START)={vmemmap_start:#x}\n\
+             NUMBER(VMEMMAP_END)={vmemmap_end:#x}\n\
              NUMBER(kimage_voffset)={:#x}\n\
              NUMBER(PHYS_OFFSET)={ARM64_PHYS_OFFSET:#x}\n\
              NUMBER(TCR_EL1_T1SZ)={:#x}\n\
              KERNELOFFSET={:x}\n\
              NUMBER(KERNELPACMASK)=0x0\n\
              CRASHTIME={}\n",
+            self.page_size(),
             self.init_uts_ns_vaddr,
             self.text_vaddr,
             self.kimage_voffset(),
@@ -734,31 +806,53 @@ impl SynthImage {
         )
     }
 
-    /// Overwrite bytes of old memory at source physical address `addr`.
+    /// Overwrite bytes of old memory at source physical address `addr` (kept per 4 KiB frame,
+    /// whatever the page size).
     fn put_bytes(&mut self, addr: u64, bytes: &[u8]) {
         let mut done = 0;
         while done < bytes.len() {
             let a = addr + done as u64;
-            let page = a / PAGE_SIZE * PAGE_SIZE;
-            let off = (a - page) as usize;
+            let frame = a / PAGE_SIZE * PAGE_SIZE;
+            let off = (a - frame) as usize;
             let n = (PAGE - off).min(bytes.len() - done);
-            let seed = self.spec.seed;
-            let buf = self.overlays.entry(page).or_insert_with(|| {
-                let mut p = vec![0; PAGE];
-                fill_page(seed, page, (&mut p[..]).try_into().unwrap());
-                p
+            let (seed, ps) = (self.spec.seed, self.spec.page_size);
+            let buf = self.overlays.entry(frame).or_insert_with(|| {
+                // The frame's slice of its generated page.
+                let page = frame / ps * ps;
+                let mut p = vec![0; ps as usize];
+                fill_page_of(seed, page, &mut p);
+                p[(frame - page) as usize..][..PAGE].to_vec()
             });
             buf[off..off + n].copy_from_slice(&bytes[done..done + n]);
             done += n;
         }
     }
 
-    /// Content of old memory at the page-aligned source physical address `src`.
+    /// Content of old memory at the source physical address `src` (4 KiB aligned): one 4 KiB
+    /// frame, a slice of the crashed kernel's page if that is larger.
     pub fn source_page(&self, src: u64, out: &mut [u8; PAGE]) {
-        match self.overlays.get(&src) {
-            Some(p) => out.copy_from_slice(p),
-            None if self.in_window(src) => fill_page(self.spec.seed, src, out),
-            None => out.fill(0),
+        if let Some(p) = self.overlays.get(&src) {
+            out.copy_from_slice(p);
+            return;
+        }
+        let ps = self.page_size();
+        let page = src / ps * ps;
+        let mut p = vec![0; ps as usize];
+        self.source_block(page, &mut p);
+        out.copy_from_slice(&p[(src - page) as usize..][..PAGE]);
+    }
+
+    /// Content of old memory at the source physical address `src`: one page of the crashed
+    /// kernel's size (`out.len()` is [`Self::page_size`], `src` a multiple of it).
+    pub fn source_block(&self, src: u64, out: &mut [u8]) {
+        debug_assert!(out.len() as u64 == self.page_size() && src.is_multiple_of(self.page_size()));
+        if self.in_window(src) {
+            fill_page_of(self.spec.seed, src, out);
+        } else {
+            out.fill(0);
+        }
+        for (&frame, p) in self.overlays.range(src..src + out.len() as u64) {
+            out[(frame - src) as usize..][..PAGE].copy_from_slice(p);
         }
     }
 
@@ -782,14 +876,41 @@ impl SynthImage {
         }
     }
 
-    /// The RAM range holding pfn `pfn` (by `p_paddr`).
+    /// The RAM range holding the 4 KiB frame `pfn` (by `p_paddr`).
     pub fn range_of_pfn(&self, pfn: u64) -> Option<&RamRange> {
-        let pa = pfn.checked_mul(PAGE_SIZE)?;
+        self.range_of(pfn.checked_mul(PAGE_SIZE)?)
+    }
+
+    /// The RAM range holding physical address `pa` (by `p_paddr`).
+    fn range_of(&self, pa: u64) -> Option<&RamRange> {
         let i = self.ranges.partition_point(|r| r.end() <= pa);
         self.ranges.get(i).filter(|r| r.paddr <= pa)
     }
 
-    /// Content the dump must show for `pfn`, or `false` if the pfn is not in any RAM range.
+    /// Content the dump must show for page `pfn` of the crashed kernel's size (`out.len()` is
+    /// [`Self::page_size`]), or `false` if that page is not in a RAM range.
+    pub fn dump_block(&self, pfn: u64, out: &mut [u8]) -> bool {
+        let ps = self.page_size();
+        assert_eq!(
+            out.len() as u64,
+            ps,
+            "dump_block takes one page of the crashed kernel's size"
+        );
+        let Some(pa) = pfn.checked_mul(ps) else {
+            return false;
+        };
+        match self.range_of(pa) {
+            // Ranges start and end on page boundaries (layout_ranges).
+            Some(r) => {
+                self.source_block(r.source + pa - r.paddr, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Content the dump must show for the 4 KiB frame `pfn` (a slice of a larger page), or
+    /// `false` if the frame is not in any RAM range.
     pub fn dump_page(&self, pfn: u64, out: &mut [u8; PAGE]) -> bool {
         match self.range_of_pfn(pfn) {
             Some(r) => {
@@ -800,17 +921,23 @@ impl SynthImage {
         }
     }
 
-    /// Highest pfn in any RAM range, plus one (`max_mapnr`).
+    /// Highest pfn in any RAM range, plus one (`max_mapnr`), in pages of the crashed kernel.
     pub fn max_mapnr(&self) -> u64 {
         self.ranges
             .iter()
-            .map(|r| r.end() / PAGE_SIZE)
+            .map(|r| r.pfns_of(self.page_size()).end)
             .max()
             .unwrap_or(0)
     }
 
+    /// The RAM ranges' pfns, in pages of the crashed kernel (what the dump's bitmaps hold).
     pub fn ram_pfn_ranges(&self) -> Vec<Range<u64>> {
-        self.ranges.iter().map(|r| r.pfns()).collect()
+        self.ram_pfn_ranges_of(self.page_size())
+    }
+
+    /// The RAM ranges' pfns in pages of `page_size` bytes.
+    pub fn ram_pfn_ranges_of(&self, page_size: u64) -> Vec<Range<u64>> {
+        self.ranges.iter().map(|r| r.pfns_of(page_size)).collect()
     }
 
     pub fn elfcorehdr_bytes(&self) -> Vec<u8> {
@@ -852,12 +979,14 @@ impl SynthImage {
             None => self.ranges.iter().map(|r| r.sources()).collect(),
             Some(w) => w.clone(),
         };
+        let ps = self.page_size();
+        let mut page = vec![0u8; ps as usize];
         for (i, r) in sources.iter().enumerate() {
             let path = dir.join(format!("ram{i}-{:x}.bin", r.start));
             let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-            let mut page = [0u8; PAGE];
-            for src in r.clone().step_by(PAGE) {
-                self.source_page(src, &mut page);
+            debug_assert!(r.start.is_multiple_of(ps) && r.end.is_multiple_of(ps));
+            for src in r.clone().step_by(ps as usize) {
+                self.source_block(src, &mut page);
                 w.write_all(&page)?;
             }
             w.flush()?;
@@ -888,8 +1017,9 @@ fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
         0
     };
     let k = spec.ram_ranges - usize::from(backup > 0);
+    let ps = spec.page_size;
     let min_pages = 16u64;
-    let total_pages = spec.ram_bytes.saturating_sub(backup) / PAGE_SIZE;
+    let total_pages = spec.ram_bytes.saturating_sub(backup) / ps;
     if total_pages < k as u64 * min_pages {
         return Err(SynthError::BadShape(format!(
             "{} bytes is too little for {k} ranges of at least {min_pages} pages",
@@ -908,8 +1038,8 @@ fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
     sizes[k - 1] += total_pages - assigned;
 
     // The first range starts 3 pages past a 2 MiB boundary; make sure it also ends off one.
-    let first_start = guest.ram_base + 3 * PAGE_SIZE;
-    if (first_start + sizes[0] * PAGE_SIZE).is_multiple_of(2 * MIB) {
+    let first_start = guest.ram_base + 3 * ps;
+    if (first_start + sizes[0] * ps).is_multiple_of(2 * MIB) {
         sizes[0] -= 1;
         sizes[1] += 1;
     }
@@ -926,21 +1056,22 @@ fn layout_ranges(spec: &SynthSpec) -> Result<Vec<RamRange>, SynthError> {
     let mut cursor = first_start;
     for (i, &pages) in sizes.iter().enumerate() {
         if i > 0 {
-            cursor += rng.range(1, 256) * PAGE_SIZE; // a hole of up to 1 MiB
+            // A hole of up to 1 MiB, whole pages.
+            cursor += (rng.range(1, 256) * PAGE_SIZE).next_multiple_of(ps);
         }
         if let Some((hole, hole_len)) = guest.qemu_hole {
             // A range that would cover what QEMU writes starts after it instead, as far past
             // the hole's end as it was past the hole's start (so still off 2 MiB).
-            if cursor < hole + hole_len && hole < cursor + pages * PAGE_SIZE {
+            if cursor < hole + hole_len && hole < cursor + pages * ps {
                 cursor = hole + hole_len + cursor % (2 * MIB);
             }
         }
         ranges.push(RamRange {
             paddr: cursor,
-            len: pages * PAGE_SIZE,
+            len: pages * ps,
             source: cursor,
         });
-        cursor += pages * PAGE_SIZE;
+        cursor += pages * ps;
     }
     if cursor > guest.ram_start + spec.guest_ram {
         return Err(SynthError::DoesNotFit {
@@ -1091,8 +1222,18 @@ const WORDS: &[&str] = &[
     "lock", "sched", "\n", "\t", "=", "NULL", "if", "else", "cpu",
 ];
 
-/// Generate the content of the page at source address `src` from the seed.
+/// Generate the content of the 4 KiB page at source address `src` from the seed.
 pub fn fill_page(seed: u64, src: u64, out: &mut [u8; PAGE]) {
+    fill_page_of(seed, src, out)
+}
+
+/// Generate the content of the page at source address `src` (a multiple of the page size
+/// `out.len()`, a power of two ≥ 4 KiB) from the seed: one [`PageKind`] for the whole page,
+/// so a page of any size is all zero, random or compressible. Pages of 4 KiB are exactly
+/// [`fill_page`]'s.
+pub fn fill_page_of(seed: u64, src: u64, out: &mut [u8]) {
+    let len = out.len();
+    debug_assert!(len.is_power_of_two() && len >= PAGE && src.is_multiple_of(len as u64));
     let kind = page_kind(seed, src);
     let mut g = SplitMix64::for_key(seed ^ 0xc0_47e7, src / PAGE_SIZE);
     match kind {
@@ -1103,12 +1244,12 @@ pub fn fill_page(seed: u64, src: u64, out: &mut [u8; PAGE]) {
         PageKind::Random => g.fill(out),
         PageKind::Text => {
             let mut i = 0;
-            while i < PAGE {
+            while i < len {
                 let w = WORDS[g.below(WORDS.len() as u64) as usize].as_bytes();
-                let n = w.len().min(PAGE - i);
+                let n = w.len().min(len - i);
                 out[i..i + n].copy_from_slice(&w[..n]);
                 i += n;
-                if i < PAGE {
+                if i < len {
                     out[i] = b' ';
                     i += 1;
                 }
@@ -1127,7 +1268,7 @@ pub fn fill_page(seed: u64, src: u64, out: &mut [u8; PAGE]) {
         PageKind::Sparse => {
             out.fill(0);
             for _ in 0..g.range(4, 64) {
-                let slot = g.below((PAGE / 8) as u64) as usize * 8;
+                let slot = g.below((len / 8) as u64) as usize * 8;
                 out[slot..slot + 8].copy_from_slice(&g.next_u64().to_le_bytes());
             }
         }
@@ -1135,9 +1276,9 @@ pub fn fill_page(seed: u64, src: u64, out: &mut [u8; PAGE]) {
     out[..8].copy_from_slice(&(src ^ STAMP_MAGIC).to_le_bytes());
 }
 
-fn sprinkle(g: &mut SplitMix64, out: &mut [u8; PAGE], max: u64) {
+fn sprinkle(g: &mut SplitMix64, out: &mut [u8], max: u64) {
     for _ in 0..g.range(1, max) {
-        let at = g.below(PAGE as u64) as usize;
+        let at = g.below(out.len() as u64) as usize;
         out[at] = g.next_u64() as u8;
     }
 }
@@ -1755,5 +1896,294 @@ mod tests {
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn arm64_16k_and_64k_layouts_follow_the_page_size() {
+        let g = GuestLayout::of(Arch::Aarch64);
+        for ps in [16u64 << 10, 64 << 10] {
+            for seed in 0..40 {
+                for mib in [16, 64, 128] {
+                    let spec = SynthSpec::with_page_size(Arch::Aarch64, seed, mib * MIB, ps);
+                    let im = SynthImage::generate(&spec).unwrap();
+                    let r = &im.ranges;
+                    assert_eq!(im.page_size(), ps);
+                    assert_eq!(r.iter().map(|r| r.len).sum::<u64>(), mib * MIB);
+                    for x in r {
+                        assert!(
+                            x.paddr.is_multiple_of(ps)
+                                && x.len.is_multiple_of(ps)
+                                && x.len >= 16 * ps,
+                            "{ps}: {x:x?}"
+                        );
+                        assert_eq!(x.paddr, x.source);
+                        assert!(
+                            x.paddr >= g.ram_base && x.end() <= VIRT_RAM_START + GUEST_RAM_BYTES
+                        );
+                        assert!(
+                            x.end() <= VIRT_DTB || VIRT_DTB + VIRT_DTB_HOLE <= x.paddr,
+                            "{x:x?}"
+                        );
+                    }
+                    for w in r.windows(2) {
+                        assert!(w[0].end() < w[1].paddr, "no hole between {w:x?}");
+                    }
+                    assert_eq!(r[0].paddr, g.ram_base + 3 * ps);
+                    assert!(!r[0].end().is_multiple_of(2 * MIB));
+                    assert_eq!(im.max_mapnr(), r.last().unwrap().end() / ps);
+                    assert_eq!(
+                        im.ram_pfn_ranges(),
+                        r.iter()
+                            .map(|x| x.paddr / ps..x.end() / ps)
+                            .collect::<Vec<_>>()
+                    );
+                    // Kernel text in whole pages; the utsname crosses one of its page boundaries.
+                    assert!(im.text_paddr.is_multiple_of(ps) && im.text_len.is_multiple_of(ps));
+                    assert_eq!(
+                        im.utsname_paddr / ps + 1,
+                        (im.utsname_paddr + UTSNAME_SIZE as u64 - 1) / ps
+                    );
+                    let pgd = im.swapper_pg_dir_paddr().unwrap();
+                    assert!(pgd.is_multiple_of(ps) && pgd / ps != im.utsname_paddr / ps);
+                }
+            }
+            let im =
+                SynthImage::generate(&SynthSpec::with_page_size(Arch::Aarch64, 5, 64 * MIB, ps))
+                    .unwrap();
+            let v = im.vmcoreinfo.as_ref().unwrap();
+            let (start, end, vmalloc_end) = arm64_vmemmap(ps);
+            for line in [
+                format!("PAGESIZE={ps}"),
+                format!("NUMBER(VMEMMAP_START)={start:#x}"),
+                format!("NUMBER(VMEMMAP_END)={end:#x}"),
+                format!("NUMBER(VMALLOC_END)={vmalloc_end:#x}"),
+                "NUMBER(VA_BITS)=48".to_string(),
+            ] {
+                assert!(v.lines().any(|l| l == line), "{line} not in\n{v}");
+            }
+            // swapper_pg_dir: one whole zero page of that size.
+            let mut page = vec![0xffu8; ps as usize];
+            assert!(im.dump_block(im.swapper_pg_dir_paddr().unwrap() / ps, &mut page));
+            assert!(page.iter().all(|&b| b == 0));
+        }
+        // memory.h: VMEMMAP_START = -(1 << (48 - (PAGE_SHIFT - 6))), VMEMMAP_SIZE = 1 << 47 >> that.
+        assert_eq!(
+            arm64_vmemmap(4096),
+            (ARM64_VMEMMAP_START, ARM64_VMEMMAP_END, ARM64_VMALLOC_END)
+        );
+        assert_eq!(arm64_vmemmap(16 << 10).0, 0xffff_ff00_0000_0000);
+        assert_eq!(arm64_vmemmap(16 << 10).1, 0xffff_ff80_0000_0000);
+        assert_eq!(arm64_vmemmap(64 << 10).0, 0xffff_ffc0_0000_0000);
+        assert_eq!(arm64_vmemmap(64 << 10).1, 0xffff_ffe0_0000_0000);
+    }
+
+    #[test]
+    fn only_dense_arm64_machines_have_other_page_sizes() {
+        let bad = |spec: SynthSpec| {
+            assert!(
+                matches!(SynthImage::generate(&spec), Err(SynthError::BadShape(ref s)) if s.contains("pages of")),
+                "{spec:?}"
+            )
+        };
+        bad(SynthSpec::with_page_size(
+            Arch::X86_64,
+            1,
+            16 * MIB,
+            16 << 10,
+        ));
+        bad(SynthSpec::with_page_size(
+            Arch::Aarch64,
+            1,
+            16 * MIB,
+            8 << 10,
+        ));
+        bad(SynthSpec::with_page_size(
+            Arch::Aarch64,
+            1,
+            16 * MIB,
+            128 << 10,
+        ));
+        bad(SynthSpec {
+            page_size: 64 << 10,
+            ..SynthSpec::sparse(1, 1 << 30)
+        });
+        for ps in ARM64_PAGE_SIZES {
+            assert!(SynthImage::generate(&SynthSpec::with_page_size(
+                Arch::Aarch64,
+                1,
+                16 * MIB,
+                ps
+            ))
+            .is_ok());
+        }
+    }
+
+    #[test]
+    fn pages_of_16k_and_64k_are_one_kind_each() {
+        for ps in [16u64 << 10, 64 << 10] {
+            let im =
+                SynthImage::generate(&SynthSpec::with_page_size(Arch::Aarch64, 9, 64 * MIB, ps))
+                    .unwrap();
+            let text = im.text_paddr..im.text_paddr + im.text_len;
+            let mut page = vec![0u8; ps as usize];
+            let mut frame = [0u8; PAGE];
+            let mut counts = [0u32; 5];
+            for pfn in im.ram_pfn_ranges().into_iter().flatten() {
+                assert!(im.dump_block(pfn, &mut page));
+                // The 4 KiB view is the same memory, frame by frame.
+                for (i, chunk) in page.chunks(PAGE).enumerate() {
+                    assert!(im.dump_page(pfn * (ps / PAGE_SIZE) + i as u64, &mut frame));
+                    assert_eq!(chunk, &frame[..], "pfn {pfn:#x} frame {i}");
+                }
+                let pa = pfn * ps;
+                if text.contains(&pa) {
+                    continue; // the utsname and swapper_pg_dir are written over some of these
+                }
+                let kind = page_kind(im.spec.seed, pa);
+                counts[kind as usize] += 1;
+                let z = miniz_oxide::deflate::compress_to_vec_zlib(&page, 1);
+                match kind {
+                    PageKind::Zero => assert!(page.iter().all(|&b| b == 0)),
+                    PageKind::Random => assert!(
+                        z.len() >= page.len(),
+                        "random page compressed to {}",
+                        z.len()
+                    ),
+                    _ => {
+                        assert!(
+                            z.len() < page.len() / 2,
+                            "{kind:?} page compressed only to {}",
+                            z.len()
+                        );
+                        assert_eq!(stamp_source(&page), Some(pa));
+                        // Not only the first 4 KiB: the last frame has content too.
+                        assert!(
+                            page[page.len() - PAGE..].iter().any(|&b| b != 0)
+                                || kind == PageKind::Sparse
+                        );
+                    }
+                }
+            }
+            let n: u32 = counts.iter().sum();
+            let pct = |c: u32| f64::from(c) * 100.0 / f64::from(n);
+            assert!((35.0..65.0).contains(&pct(counts[0])), "{ps}: {counts:?}");
+            assert!(counts.iter().all(|&c| c > 0), "{ps}: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn arm64_64k_blobs_hold_what_dump_block_promises() {
+        let dir = std::env::temp_dir().join(format!("qemu-tests-synth-64k-{}", std::process::id()));
+        let ps = 64u64 << 10;
+        let im = SynthImage::generate(&SynthSpec::with_page_size(Arch::Aarch64, 11, 16 * MIB, ps))
+            .unwrap();
+        let blobs = im.write_blobs(&dir).unwrap();
+        assert_eq!(blobs.len(), 1 + im.ranges.len());
+        let mut page = vec![0u8; ps as usize];
+        for (b, r) in blobs[1..].iter().zip(&im.ranges) {
+            let data = std::fs::read(&b.path).unwrap();
+            assert_eq!((b.addr, data.len() as u64), (r.source, r.len));
+            for (i, chunk) in data.chunks(ps as usize).enumerate() {
+                assert!(im.dump_block(r.paddr / ps + i as u64, &mut page));
+                assert_eq!(chunk, &page[..]);
+            }
+        }
+        // The utsname, read back from the blob that holds it, across a 64 KiB boundary.
+        let (b, r) = blobs[1..]
+            .iter()
+            .zip(&im.ranges)
+            .find(|(_, r)| r.paddr <= im.utsname_paddr && im.utsname_paddr < r.end())
+            .unwrap();
+        let data = std::fs::read(&b.path).unwrap();
+        let off = (im.utsname_paddr - r.paddr) as usize;
+        assert_eq!(
+            &data[off..off + UTSNAME_SIZE],
+            &utsname_bytes_for(Arch::Aarch64)[..]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod golden {
+    //! The synthetic machines that existing scenarios boot must not change by accident: a
+    //! hash of everything QEMU loads (every blob's address, length and bytes), of the
+    //! VMCOREINFO text and of what the verifier derives (RAM pfns, `max_mapnr`), per spec.
+    use super::*;
+
+    /// FNV-1a over 64-bit words (little-endian; the tail zero-padded).
+    struct Fnv(u64);
+    impl Fnv {
+        fn new() -> Self {
+            Fnv(0xcbf2_9ce4_8422_2325)
+        }
+        fn bytes(&mut self, b: &[u8]) {
+            self.word(b.len() as u64);
+            for c in b.chunks(8) {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                self.word(u64::from_le_bytes(w));
+            }
+        }
+        fn word(&mut self, w: u64) {
+            self.0 = (self.0 ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn digest(spec: &SynthSpec, tag: &str) -> u64 {
+        let im = SynthImage::generate(spec).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("qemu-tests-golden-{tag}-{}", std::process::id()));
+        let blobs = im.write_blobs(&dir).unwrap();
+        let mut h = Fnv::new();
+        for b in &blobs {
+            h.word(b.addr);
+            h.word(b.len);
+            h.bytes(&std::fs::read(&b.path).unwrap());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        h.bytes(im.vmcoreinfo.as_deref().unwrap_or("").as_bytes());
+        for r in im.ram_pfn_ranges() {
+            h.word(r.start);
+            h.word(r.end);
+        }
+        h.word(im.max_mapnr());
+        h.0
+    }
+
+    #[test]
+    fn existing_machines_are_unchanged() {
+        let mut bare = SynthSpec::new(0x7, 16 * MIB);
+        bare.with_vmcoreinfo = false;
+        let mut bare_arm = SynthSpec::new_for(Arch::Aarch64, 0x7, 16 * MIB);
+        bare_arm.with_vmcoreinfo = false;
+        let cases = [
+            ("x86-24m", SynthSpec::new(0x24, 24 * MIB)),
+            ("x86-bare-16m", bare),
+            ("x86-sparse-1g", SynthSpec::sparse(0x64b0, 1 << 30)),
+            (
+                "arm64-24m",
+                SynthSpec::new_for(Arch::Aarch64, 0x24, 24 * MIB),
+            ),
+            ("arm64-bare-16m", bare_arm),
+            (
+                "arm64-64m",
+                SynthSpec::new_for(Arch::Aarch64, 0xb1d, 64 * MIB),
+            ),
+        ];
+        let got: Vec<_> = cases
+            .iter()
+            .map(|(tag, s)| (*tag, digest(s, tag)))
+            .collect();
+        // Recorded before the crashed kernel's page size became a parameter.
+        let want = [
+            ("x86-24m", 0x2f04649386ad10ef),
+            ("x86-bare-16m", 0x2cc83202a25fd674),
+            ("x86-sparse-1g", 0x203706edec6cbcbe),
+            ("arm64-24m", 0xafbe3ccf49dd8b5f),
+            ("arm64-bare-16m", 0xfccb9c599261151a),
+            ("arm64-64m", 0xb878e06476d4afea),
+        ];
+        assert_eq!(got, want, "{got:#x?}");
     }
 }

@@ -5,18 +5,32 @@
 //! set bit of the second bitmap, zlib or raw page data, one shared zero page) and compares
 //! every page with what the test put into the crashed machine's memory.
 //!
-//! The format is the same for x86_64 and arm64 dumps (little-endian, 4 KiB pages here); what
-//! differs is in [`Expectations`]: `utsname.machine`, what `phys_base` means (x86_64
-//! `NUMBER(phys_base)`, arm64 `NUMBER(PHYS_OFFSET)`), and the size of the PRSTATUS notes
-//! (336 and 392 bytes), which must equal the crashed kernel's.
+//! The format is the same for x86_64 and arm64 dumps (little-endian); what differs is in
+//! [`Expectations`]: `utsname.machine`, what `phys_base` means (x86_64 `NUMBER(phys_base)`,
+//! arm64 `NUMBER(PHYS_OFFSET)`), the size of the PRSTATUS notes (336 and 392 bytes), which
+//! must equal the crashed kernel's, and the block size.
+//!
+//! The block size is the crashed kernel's page size ([`Expectations::block_size`]: its
+//! VMCOREINFO `PAGESIZE`, 4 KiB without one; arm64 kernels have 4, 16 or 64 KiB pages). The
+//! header must state exactly that; everything after it is read in blocks of that size: the
+//! sub header at one block, `sub_hdr_size` and `bitmap_blocks` in blocks, one bitmap bit
+//! per page of that size, pfn = paddr / block size, and every page stored and compared as one
+//! unit of that size (raw: exactly one block; zlib: inflating to exactly one block). A dump
+//! written in 4 KiB blocks for a 64 KiB-page kernel fails at its header, one whose pages hold
+//! 4 KiB pieces fails at every such page. [`ExpectedMemory`] stays in 4 KiB frames: a page
+//! of a larger block size is its frames in order ([`ExpectedMemory::dump_block`]).
 
 use std::fmt;
 use std::ops::Range;
 
 use crate::synth::SynthImage;
 
+/// The block size of a dump of a kernel with 4 KiB pages (every x86_64 kernel), and the frame
+/// [`ExpectedMemory::dump_page`] works in.
 pub const BLOCK_SIZE: usize = 4096;
 const PAGE: usize = BLOCK_SIZE;
+/// Block sizes the kdump format allows here: the page sizes of x86_64 and arm64 kernels.
+pub const BLOCK_SIZES: [usize; 3] = [4096, 16 << 10, 64 << 10];
 
 /// `struct disk_dump_header` size (diskdump_mod.h).
 pub const DISK_DUMP_HEADER_SIZE: usize = 464;
@@ -35,21 +49,47 @@ pub const MAX_PAGE_REPORTS: usize = 20;
 
 /// What the dump must contain, page by page.
 pub trait ExpectedMemory {
-    /// Fill `out` with the content the dump must show for `pfn`; `false` if the pfn is not
-    /// RAM of the crashed machine.
+    /// Fill `out` with the content the dump must show for the 4 KiB frame `pfn` (physical
+    /// address `pfn * 4096`); `false` if the frame is not RAM of the crashed machine.
     fn dump_page(&self, pfn: u64, out: &mut [u8; PAGE]) -> bool;
+
+    /// Fill `out` (one block: a power of two ≥ 4 KiB) with the content the dump must show for
+    /// block `pfn` (physical address `pfn * out.len()`): its 4 KiB frames in order. `false`
+    /// unless every frame of it is RAM.
+    fn dump_block(&self, pfn: u64, out: &mut [u8]) -> bool {
+        dump_block_by_frames(self, pfn, out)
+    }
+}
+
+/// [`ExpectedMemory::dump_block`] from [`ExpectedMemory::dump_page`], frame by frame.
+fn dump_block_by_frames<M: ExpectedMemory + ?Sized>(mem: &M, pfn: u64, out: &mut [u8]) -> bool {
+    let frames = (out.len() / PAGE) as u64;
+    out.chunks_exact_mut(PAGE)
+        .enumerate()
+        .all(|(i, frame)| mem.dump_page(pfn * frames + i as u64, frame.try_into().expect("4 KiB")))
 }
 
 impl ExpectedMemory for SynthImage {
     fn dump_page(&self, pfn: u64, out: &mut [u8; PAGE]) -> bool {
         SynthImage::dump_page(self, pfn, out)
     }
+
+    /// Whole pages of the crashed kernel at once; other block sizes (a dump checked against
+    /// 4 KiB blocks because the machine has no VMCOREINFO) frame by frame.
+    fn dump_block(&self, pfn: u64, out: &mut [u8]) -> bool {
+        if out.len() as u64 == self.page_size() {
+            SynthImage::dump_block(self, pfn, out)
+        } else {
+            dump_block_by_frames(self, pfn, out)
+        }
+    }
 }
 
 /// What the dump's headers must say.
 #[derive(Clone, Debug)]
 pub struct Expectations {
-    /// Pfns that are RAM (sorted, non-overlapping): exactly these must be set in both bitmaps.
+    /// Pfns that are RAM (sorted, non-overlapping), in blocks of [`Self::block_size`]:
+    /// exactly these must be set in both bitmaps.
     pub ram_pfns: Vec<Range<u64>>,
     pub nr_cpus: i32,
     /// `utsname.release`, if it must be checked.
@@ -68,10 +108,16 @@ pub struct Expectations {
 }
 
 impl Expectations {
-    /// What a complete dump of `image` (of either architecture) must say.
+    /// What a complete dump of `image` (of either architecture) must say. Its block size is
+    /// the image's page size if the dump carries the VMCOREINFO that says so, else 4 KiB
+    /// (what the capture kernel assumes without one).
     pub fn for_image(image: &SynthImage) -> Self {
+        let block = match image.vmcoreinfo {
+            Some(_) => image.page_size(),
+            None => BLOCK_SIZE as u64,
+        };
         Expectations {
-            ram_pfns: image.ram_pfn_ranges(),
+            ram_pfns: image.ram_pfn_ranges_of(block),
             nr_cpus: image.spec.cpus as i32,
             release: image
                 .vmcoreinfo
@@ -85,6 +131,17 @@ impl Expectations {
             // Synthetic memory has no struct pages: the capture kernel falls back to level 1.
             dump_level: 1,
         }
+    }
+
+    /// The block size the dump must have: the crashed kernel's page size, `PAGESIZE` in its
+    /// VMCOREINFO (makedumpfile's `block_size = info->page_size`), or 4096 without one or
+    /// without a `PAGESIZE` line (where the capture kernel falls back to 4096 too).
+    pub fn block_size(&self) -> u64 {
+        self.vmcoreinfo
+            .as_deref()
+            .and_then(|v| v.lines().find_map(|l| l.strip_prefix("PAGESIZE=")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(BLOCK_SIZE as u64)
     }
 
     fn max_mapnr(&self) -> u64 {
@@ -101,6 +158,8 @@ impl Expectations {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KdumpStats {
     pub file_bytes: u64,
+    /// The header's `block_size`: the size of every page counted below.
+    pub block_size: u64,
     pub pages: u64,
     /// Pages that use the shared zero-page descriptor.
     pub zero_pages: u64,
@@ -231,7 +290,7 @@ pub fn verify_kdump(
     macro_rules! fatal {
         ($($t:tt)*) => {{ pr.general(format!($($t)*)); return Err(pr.fail()); }};
     }
-    if file.len() < 2 * BLOCK_SIZE {
+    if file.len() < DISK_DUMP_HEADER_SIZE {
         fatal!("file is {} bytes; a kdump-compressed file has at least a header block and a sub-header block", file.len());
     }
 
@@ -287,8 +346,24 @@ pub fn verify_kdump(
         ));
     }
     let block_size = i32_at(file, 428);
-    if block_size != BLOCK_SIZE as i32 {
-        fatal!("block_size is {block_size}, expected 4096");
+    let want_block = exp.block_size();
+    if i64::from(block_size) != want_block as i64 {
+        fatal!(
+            "block_size is {block_size}, expected {want_block} (the crashed kernel's page size{})",
+            if exp.vmcoreinfo.is_some() {
+                ": VMCOREINFO PAGESIZE"
+            } else {
+                "; without VMCOREINFO the capture kernel assumes 4096"
+            }
+        );
+    }
+    if !BLOCK_SIZES.contains(&(want_block as usize)) {
+        fatal!("the crashed kernel's PAGESIZE={want_block} is not a page size this checker knows ({BLOCK_SIZES:?})");
+    }
+    let bs = want_block as usize;
+    stats.block_size = want_block;
+    if file.len() < 2 * bs {
+        fatal!("file is {} bytes; a kdump-compressed file has at least a header block and a sub-header block of {bs} bytes", file.len());
     }
     let sub_hdr_size = u64::from(u32_at(file, 432));
     let bitmap_blocks = u64::from(u32_at(file, 436));
@@ -297,15 +372,12 @@ pub fn verify_kdump(
     if nr_cpus != exp.nr_cpus {
         pr.general(format!("nr_cpus is {nr_cpus}, expected {}", exp.nr_cpus));
     }
-    if file[DISK_DUMP_HEADER_SIZE..BLOCK_SIZE]
-        .iter()
-        .any(|&b| b != 0)
-    {
+    if file[DISK_DUMP_HEADER_SIZE..bs].iter().any(|&b| b != 0) {
         pr.general("header block is not zero after the 464-byte header".into());
     }
 
     // --- struct kdump_sub_header ---
-    let sh = &file[BLOCK_SIZE..BLOCK_SIZE + KDUMP_SUB_HEADER_SIZE];
+    let sh = &file[bs..bs + KDUMP_SUB_HEADER_SIZE];
     let phys_base = u64_at(sh, 0);
     let dump_level = i32_at(sh, 8);
     let split = i32_at(sh, 12);
@@ -347,7 +419,7 @@ pub fn verify_kdump(
     }
 
     // --- notes ---
-    let note_start = (BLOCK_SIZE + KDUMP_SUB_HEADER_SIZE) as u64;
+    let note_start = (bs + KDUMP_SUB_HEADER_SIZE) as u64;
     if offset_note != note_start {
         pr.general(format!(
             "offset_note is {offset_note:#x}, expected {note_start:#x}"
@@ -356,7 +428,7 @@ pub fn verify_kdump(
     if size_note == 0 || offset_note.saturating_add(size_note) > file.len() as u64 {
         fatal!("notes at {offset_note:#x} size {size_note} are empty or outside the file");
     }
-    let want_sub = (KDUMP_SUB_HEADER_SIZE as u64 + size_note).div_ceil(BLOCK_SIZE as u64);
+    let want_sub = (KDUMP_SUB_HEADER_SIZE as u64 + size_note).div_ceil(bs as u64);
     if sub_hdr_size != want_sub {
         fatal!("sub_hdr_size is {sub_hdr_size} blocks, expected {want_sub} for {size_note} bytes of notes");
     }
@@ -443,22 +515,22 @@ pub fn verify_kdump(
     }
 
     // --- bitmaps ---
-    let half_blocks = max_mapnr.div_ceil(8).div_ceil(BLOCK_SIZE as u64);
+    let half_blocks = max_mapnr.div_ceil(8).div_ceil(bs as u64);
     if bitmap_blocks != 2 * half_blocks {
         fatal!(
             "bitmap_blocks is {bitmap_blocks}, expected {} for max_mapnr {max_mapnr:#x}",
             2 * half_blocks
         );
     }
-    let bitmap_at = (1 + sub_hdr_size) * BLOCK_SIZE as u64;
-    let data_offset = bitmap_at + bitmap_blocks * BLOCK_SIZE as u64;
+    let bitmap_at = (1 + sub_hdr_size) * bs as u64;
+    let data_offset = bitmap_at + bitmap_blocks * bs as u64;
     if data_offset > file.len() as u64 {
         fatal!(
             "bitmaps end at {data_offset:#x}, past the end of the {}-byte file",
             file.len()
         );
     }
-    let half = (half_blocks * BLOCK_SIZE as u64) as usize;
+    let half = (half_blocks * bs as u64) as usize;
     let bm1 = &file[bitmap_at as usize..bitmap_at as usize + half];
     let bm2 = &file[bitmap_at as usize + half..bitmap_at as usize + 2 * half];
     let bit = |bm: &[u8], pfn: u64| bm[(pfn >> 3) as usize] >> (pfn & 7) & 1 == 1;
@@ -475,7 +547,7 @@ pub fn verify_kdump(
                 if first.len() < 5 {
                     first.push(format!(
                         "pa {:#x} {}",
-                        pfn * PAGE as u64,
+                        pfn * bs as u64,
                         if want { "missing" } else { "set but not RAM" }
                     ));
                 }
@@ -501,29 +573,30 @@ pub fn verify_kdump(
     }
     let zero_desc = PageDesc {
         offset: descs_end,
-        size: PAGE as u32,
+        size: bs as u32,
         flags: 0,
         page_flags: 0,
     };
+    let zero_page = vec![0u8; bs];
     let zero_data_ok = file
-        .get(descs_end as usize..descs_end as usize + PAGE)
-        .is_some_and(|d| d.iter().all(|&b| b == 0));
-    let mut expected = [0u8; PAGE];
+        .get(descs_end as usize..descs_end as usize + bs)
+        .is_some_and(|d| d == zero_page);
+    let mut expected = vec![0u8; bs];
     let mut zero_not_shared = 0u64;
     let mut extents: Vec<(u64, u64, u64)> = Vec::new(); // (offset, size, pfn)
     for (k, &pfn) in dumped.iter().enumerate() {
-        let pa = pfn * PAGE as u64;
+        let pa = pfn * bs as u64;
         let d =
             PageDesc::read(&file[data_offset as usize + k * PAGE_DESC_SIZE..][..PAGE_DESC_SIZE]);
         stats.pages += 1;
-        let have_expected = mem.dump_page(pfn, &mut expected);
+        let have_expected = mem.dump_block(pfn, &mut expected);
         // A slice comparison (memcmp) rather than a byte loop: millions of zero pages in a
         // 64 GiB dump, and `cargo xtask` builds this without optimisation.
-        let expect_zero = have_expected && expected[..] == [0u8; PAGE][..];
+        let expect_zero = have_expected && expected == zero_page;
         if d == zero_desc {
             stats.zero_pages += 1;
             if !zero_data_ok {
-                pr.page(|| format!("pa {pa:#x}: uses the zero-page descriptor, but the first data item is not 4096 zero bytes"));
+                pr.page(|| format!("pa {pa:#x}: uses the zero-page descriptor, but the first data item is not {bs} zero bytes"));
             }
             if have_expected && !expect_zero {
                 pr.mismatches += 1;
@@ -543,7 +616,7 @@ pub fn verify_kdump(
         let size = d.size as u64;
         if d.offset < descs_end
             || size == 0
-            || size > PAGE as u64
+            || size > bs as u64
             || d.offset.saturating_add(size) > file.len() as u64
         {
             pr.page(|| format!("pa {pa:#x}: descriptor {d:?} is outside the page-data area {descs_end:#x}..{:#x}", file.len()));
@@ -556,8 +629,13 @@ pub fn verify_kdump(
         let got: Vec<u8> = match d.flags {
             0 => {
                 stats.raw_pages += 1;
-                if d.size != PAGE as u32 {
-                    pr.page(|| format!("pa {pa:#x}: raw page of {} bytes, expected 4096", d.size));
+                if d.size != bs as u32 {
+                    pr.page(|| {
+                        format!(
+                            "pa {pa:#x}: raw page of {} bytes, expected one block of {bs}",
+                            d.size
+                        )
+                    });
                     pr.mismatches += 1;
                     continue;
                 }
@@ -565,12 +643,12 @@ pub fn verify_kdump(
             }
             DUMP_DH_COMPRESSED_ZLIB => {
                 stats.zlib_pages += 1;
-                match miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, PAGE) {
-                    Ok(v) if v.len() == PAGE => v,
+                match miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, bs) {
+                    Ok(v) if v.len() == bs => v,
                     Ok(v) => {
                         pr.page(|| {
                             format!(
-                                "pa {pa:#x}: zlib data inflates to {} bytes, expected 4096",
+                                "pa {pa:#x}: zlib data inflates to {} bytes, expected one block of {bs}",
                                 v.len()
                             )
                         });
@@ -608,7 +686,7 @@ pub fn verify_kdump(
     // Page data must not overlap (each page sent once, none over the shared zero page).
     extents.sort_unstable();
     let zero_end = if stats.zero_pages > 0 {
-        descs_end + PAGE as u64
+        descs_end + bs as u64
     } else {
         descs_end
     };
@@ -618,11 +696,11 @@ pub fn verify_kdump(
         if off < prev_end {
             pr.page(|| {
                 let other = prev_pfn.map_or("the shared zero page".to_string(), |p: u64| {
-                    format!("pa {:#x}", p * PAGE as u64)
+                    format!("pa {:#x}", p * bs as u64)
                 });
                 format!(
                     "pa {:#x}: page data at {off:#x} overlaps the data of {other}",
-                    pfn * PAGE as u64
+                    pfn * bs as u64
                 )
             });
         }
@@ -647,8 +725,8 @@ fn describe_mismatch(pa: u64, got: &[u8], want: &[u8]) -> String {
         String::new()
     };
     format!(
-        "pa {pa:#x}: {differing} of 4096 bytes differ, first at +{first:#x}: got {:#04x}, expected {:#04x}{origin}",
-        got[first], want[first]
+        "pa {pa:#x}: {differing} of {} bytes differ, first at +{first:#x}: got {:#04x}, expected {:#04x}{origin}",
+        got.len(), got[first], want[first]
     )
 }
 
@@ -658,7 +736,10 @@ pub(crate) mod testdump {
     use super::*;
 
     pub struct TestDump {
+        /// RAM pfns, in blocks of `block_size`.
         pub ram_pfns: Vec<Range<u64>>,
+        /// The header's block size, and the size of every page written.
+        pub block_size: usize,
         pub uts_release: String,
         /// The machine whose utsname the header carries.
         pub arch: crate::Arch,
@@ -682,12 +763,16 @@ pub(crate) mod testdump {
         pub dump_level: i32,
         /// Write this pfn's content with every byte flipped.
         pub wrong_content_pfn: Option<u64>,
+        /// Write only the first 4 KiB frame of this pfn's page (compressed or raw as it
+        /// comes), as a writer that works in 4 KiB units whatever the block size would.
+        pub split_pfn: Option<u64>,
     }
 
     impl TestDump {
         pub fn new(ram_pfns: Vec<Range<u64>>) -> Self {
             TestDump {
                 ram_pfns,
+                block_size: BLOCK_SIZE,
                 uts_release: crate::synth::OSRELEASE.into(),
                 arch: crate::Arch::X86_64,
                 nr_cpus: 2,
@@ -702,12 +787,14 @@ pub(crate) mod testdump {
                 filter_out: vec![],
                 dump_level: 1,
                 wrong_content_pfn: None,
+                split_pfn: None,
             }
         }
 
         pub fn build(&self, mem: &dyn ExpectedMemory) -> Vec<u8> {
+            let bs = self.block_size;
             let max_mapnr = self.ram_pfns.iter().map(|r| r.end).max().unwrap();
-            let mut f = vec![0u8; BLOCK_SIZE];
+            let mut f = vec![0u8; bs];
             f[..8].copy_from_slice(b"KDUMP   ");
             f[8..12].copy_from_slice(&6i32.to_le_bytes());
             let uts = crate::synth::utsname_bytes_for(self.arch);
@@ -716,10 +803,10 @@ pub(crate) mod testdump {
             f[12 + 130..12 + 130 + self.uts_release.len()]
                 .copy_from_slice(self.uts_release.as_bytes());
             f[424..428].copy_from_slice(&self.status.to_le_bytes());
-            f[428..432].copy_from_slice(&(BLOCK_SIZE as i32).to_le_bytes());
-            let sub_hdr_size = (KDUMP_SUB_HEADER_SIZE + self.notes.len()).div_ceil(BLOCK_SIZE);
+            f[428..432].copy_from_slice(&(bs as i32).to_le_bytes());
+            let sub_hdr_size = (KDUMP_SUB_HEADER_SIZE + self.notes.len()).div_ceil(bs);
             f[432..436].copy_from_slice(&(sub_hdr_size as u32).to_le_bytes());
-            let half = (max_mapnr.div_ceil(8) as usize).div_ceil(BLOCK_SIZE);
+            let half = (max_mapnr.div_ceil(8) as usize).div_ceil(bs);
             f[436..440].copy_from_slice(&(2 * half as u32).to_le_bytes());
             f[440..444].copy_from_slice(&(max_mapnr as u32).to_le_bytes());
             f[460..464].copy_from_slice(&self.nr_cpus.to_le_bytes());
@@ -727,7 +814,7 @@ pub(crate) mod testdump {
             let mut sh = vec![0u8; KDUMP_SUB_HEADER_SIZE];
             sh[0..8].copy_from_slice(&self.phys_base.to_le_bytes());
             sh[8..12].copy_from_slice(&self.dump_level.to_le_bytes());
-            let note_off = (BLOCK_SIZE + KDUMP_SUB_HEADER_SIZE) as u64;
+            let note_off = (bs + KDUMP_SUB_HEADER_SIZE) as u64;
             if let Some((o, s)) = self.vmcoreinfo {
                 sh[32..40].copy_from_slice(&(note_off + o).to_le_bytes());
                 sh[40..48].copy_from_slice(&s.to_le_bytes());
@@ -737,9 +824,9 @@ pub(crate) mod testdump {
             sh[96..104].copy_from_slice(&max_mapnr.to_le_bytes());
             f.extend_from_slice(&sh);
             f.extend_from_slice(&self.notes);
-            f.resize((1 + sub_hdr_size) * BLOCK_SIZE, 0);
+            f.resize((1 + sub_hdr_size) * bs, 0);
             // bitmaps
-            let mut bm = vec![0u8; half * BLOCK_SIZE];
+            let mut bm = vec![0u8; half * bs];
             let mut pfns = vec![];
             for r in &self.ram_pfns {
                 for p in r.clone() {
@@ -759,25 +846,30 @@ pub(crate) mod testdump {
             // descriptors, zero page, data
             let descs_at = f.len();
             let data_start = descs_at + pfns.len() * PAGE_DESC_SIZE;
-            f.resize(data_start + PAGE, 0); // the shared zero page
+            f.resize(data_start + bs, 0); // the shared zero page
             let zero_off = if self.misplace_zero_desc {
-                data_start + PAGE
+                data_start + bs
             } else {
                 data_start
             } as u64;
             let mut descs = Vec::new();
-            let mut page = [0u8; PAGE];
+            let mut page = vec![0u8; bs];
             for &p in &pfns {
-                assert!(mem.dump_page(p, &mut page));
+                assert!(mem.dump_block(p, &mut page));
                 if Some(p) == self.wrong_content_pfn {
                     page.iter_mut().for_each(|b| *b = !*b);
                 }
+                let page = if Some(p) == self.split_pfn {
+                    &page[..PAGE]
+                } else {
+                    &page[..]
+                };
                 if page.iter().all(|&b| b == 0) && !self.unshare_zero {
-                    descs.push((zero_off, PAGE as u32, 0u32));
+                    descs.push((zero_off, bs as u32, 0u32));
                     continue;
                 }
-                let z = miniz_oxide::deflate::compress_to_vec_zlib(&page, 1);
-                let (mut data, flags) = if z.len() < PAGE {
+                let z = miniz_oxide::deflate::compress_to_vec_zlib(page, 1);
+                let (mut data, flags) = if z.len() < page.len() {
                     (z, 1)
                 } else {
                     (page.to_vec(), 0)
@@ -1123,9 +1215,16 @@ mod tests {
         eprintln!("verify: {s:?} in {:.1} s", t.elapsed().as_secs_f64());
     }
 
-    /// The dump a correct capture kernel writes of `im`: its notes, VMCOREINFO, utsname.
+    /// The dump a correct capture kernel writes of `im`: its notes, VMCOREINFO, utsname, in
+    /// blocks of the crashed kernel's page size (4 KiB without VMCOREINFO).
     fn dump_of(im: &SynthImage) -> TestDump {
-        let mut d = TestDump::new(im.ram_pfn_ranges());
+        dump_in_blocks_of(im, Expectations::for_image(im).block_size() as usize)
+    }
+
+    /// [`dump_of`] written in blocks of `block_size`, whatever the crashed kernel's pages.
+    fn dump_in_blocks_of(im: &SynthImage, block_size: usize) -> TestDump {
+        let mut d = TestDump::new(im.ram_pfn_ranges_of(block_size as u64));
+        d.block_size = block_size;
         d.arch = im.arch();
         for n in &im.cpu_notes {
             d.notes.extend_from_slice(&n.bytes[..n.bytes.len() - 12]);
@@ -1191,5 +1290,164 @@ mod tests {
         let f = verify_kdump(&d.build(&im), &e, &im).unwrap_err();
         assert_eq!(f.page_mismatches, 1);
         assert!(f.to_string().contains(&format!("pa {:#x}:", pfn * 4096)), "{f}");
+    }
+
+    fn arm64_image_with_pages(page_size: u64, mib: u64) -> SynthImage {
+        let spec = SynthSpec::with_page_size(crate::Arch::Aarch64, 0x64c, mib << 20, page_size);
+        SynthImage::generate(&spec).unwrap()
+    }
+
+    #[test]
+    fn the_block_size_is_the_crashed_kernels_pagesize() {
+        let (_, mut e) = good();
+        assert_eq!(e.block_size(), 4096);
+        e.vmcoreinfo = Some("OSRELEASE=6.1.0\nPAGESIZE=65536\nCRASHTIME=1\n".into());
+        assert_eq!(e.block_size(), 65536);
+        e.vmcoreinfo = Some("OSRELEASE=6.1.0\n".into());
+        assert_eq!(e.block_size(), 4096);
+        e.vmcoreinfo = None;
+        assert_eq!(e.block_size(), 4096);
+        // A 64 KiB-page machine without VMCOREINFO is dumped (and checked) in 4 KiB blocks.
+        let mut spec = SynthSpec::with_page_size(crate::Arch::Aarch64, 3, 16 << 20, 64 << 10);
+        spec.with_vmcoreinfo = false;
+        let bare = SynthImage::generate(&spec).unwrap();
+        let eb = Expectations::for_image(&bare);
+        assert_eq!(eb.block_size(), 4096);
+        assert_eq!(eb.ram_pfns, bare.ram_pfn_ranges_of(4096));
+        let s = verify_kdump(&dump_of(&bare).build(&bare), &eb, &bare).unwrap();
+        assert_eq!((s.block_size, s.pages), (4096, (16 << 20) / 4096));
+    }
+
+    #[test]
+    fn arm64_16k_and_64k_pages_round_trip_in_blocks_of_that_size() {
+        for ps in [16u64 << 10, 64 << 10] {
+            let im = arm64_image_with_pages(ps, 16);
+            let e = Expectations::for_image(&im);
+            assert_eq!(e.block_size(), ps);
+            assert_eq!(e.max_mapnr(), im.max_mapnr());
+            assert_eq!(e.max_mapnr(), im.ranges.last().unwrap().end() / ps);
+            let f = dump_of(&im).build(&im);
+            assert_eq!(i32_at(&f, 428) as u64, ps);
+            let s = verify_kdump(&f, &e, &im).unwrap();
+            assert_eq!((s.block_size, s.pages), (ps, (16 << 20) / ps));
+            // Whole pages of that size are zero, random (stored raw) or compressible.
+            assert!(
+                s.zero_pages > 0 && s.raw_pages > 0 && s.zlib_pages > 0,
+                "{s:?}"
+            );
+            // One wrong byte in one page is found, with the page's address.
+            let mut d = dump_of(&im);
+            let pfn = im.ranges[1].paddr / ps + 3;
+            d.wrong_content_pfn = Some(pfn);
+            let f = verify_kdump(&d.build(&im), &e, &im).unwrap_err();
+            assert_eq!(f.page_mismatches, 1);
+            assert!(
+                f.to_string()
+                    .contains(&format!("pa {:#x}: {ps} of {ps} bytes differ", pfn * ps)),
+                "{f}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dump_in_blocks_of_another_size_is_rejected() {
+        // A 64 KiB-page kernel dumped in 4 KiB blocks (a writer that ignores PAGESIZE).
+        let im = arm64_image_with_pages(64 << 10, 16);
+        let e = Expectations::for_image(&im);
+        let wrong = dump_in_blocks_of(&im, 4096).build(&im);
+        let p = verify_kdump(&wrong, &e, &im).unwrap_err().to_string();
+        assert!(
+            p.contains("block_size is 4096, expected 65536 (the crashed kernel's page size: VMCOREINFO PAGESIZE)"),
+            "{p}"
+        );
+        // The same dump with a header that claims 64 KiB blocks: bitmaps and max_mapnr count
+        // 4 KiB pfns, and the pages are 4 KiB pieces.
+        let mut d = dump_in_blocks_of(&im, 4096);
+        d.block_size = 64 << 10;
+        struct Frames<'a>(&'a SynthImage);
+        impl ExpectedMemory for Frames<'_> {
+            fn dump_page(&self, pfn: u64, out: &mut [u8; PAGE]) -> bool {
+                self.0.dump_page(pfn, out)
+            }
+            fn dump_block(&self, pfn: u64, out: &mut [u8]) -> bool {
+                // The 4 KiB frame `pfn`, then zeros: a 64 KiB block holding a 4 KiB page.
+                out.fill(0);
+                self.0
+                    .dump_page(pfn, (&mut out[..PAGE]).try_into().unwrap())
+            }
+        }
+        let p = verify_kdump(&d.build(&Frames(&im)), &e, &im)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            p.contains(&format!(
+                "max_mapnr_64 is {:#x}, expected {:#x}",
+                im.max_mapnr() * 16,
+                im.max_mapnr()
+            )),
+            "{p}"
+        );
+        // A 4 KiB-page kernel dumped in 64 KiB blocks (its RAM ranges do not start or end on
+        // 64 KiB boundaries: the frames that are not RAM are written as zeros).
+        struct Padded<'a>(&'a SynthImage);
+        impl ExpectedMemory for Padded<'_> {
+            fn dump_page(&self, pfn: u64, out: &mut [u8; PAGE]) -> bool {
+                self.0.dump_page(pfn, out) || {
+                    out.fill(0);
+                    true
+                }
+            }
+        }
+        let im4 = arm64_image_with_pages(4096, 16);
+        let e4 = Expectations::for_image(&im4);
+        let p = verify_kdump(
+            &dump_in_blocks_of(&im4, 64 << 10).build(&Padded(&im4)),
+            &e4,
+            &im4,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(p.contains("block_size is 65536, expected 4096"), "{p}");
+    }
+
+    #[test]
+    fn a_page_stored_as_a_4k_piece_is_rejected() {
+        let ps = 64u64 << 10;
+        let im = arm64_image_with_pages(ps, 16);
+        let e = Expectations::for_image(&im);
+        // Pages outside the kernel text (no utsname, no page table in them) of each kind.
+        let text = im.text_paddr / ps..(im.text_paddr + im.text_len).div_ceil(ps);
+        let find = |want: &[crate::synth::PageKind]| {
+            im.ram_pfn_ranges()
+                .into_iter()
+                .flatten()
+                .find(|&p| {
+                    !text.contains(&p)
+                        && want.contains(&crate::synth::page_kind(im.spec.seed, p * ps))
+                })
+                .unwrap()
+        };
+        use crate::synth::PageKind::*;
+        let (compressible, random) = (find(&[Text, Pattern, Sparse]), find(&[Random]));
+        for (pfn, says) in [
+            (
+                compressible,
+                "zlib data inflates to 4096 bytes, expected one block of 65536",
+            ),
+            (
+                random,
+                "raw page of 4096 bytes, expected one block of 65536",
+            ),
+        ] {
+            let mut d = dump_of(&im);
+            d.split_pfn = Some(pfn);
+            let f = verify_kdump(&d.build(&im), &e, &im).unwrap_err();
+            assert_eq!(f.page_mismatches, 1, "{f}");
+            assert!(
+                f.to_string()
+                    .contains(&format!("pa {:#x}: {says}", pfn * ps)),
+                "{f}"
+            );
+        }
     }
 }
