@@ -145,6 +145,10 @@ pub enum Kind {
         must_say: Option<&'static str>,
         /// The crashed kernel's page size ([`Kind::page_size`]).
         page_size: u64,
+        /// aarch64: QEMU enters the image at EL2 (`-machine virtualization=on`, as firmware
+        /// and kexec do on hosts that can run VMs), not EL1; the kernel must drop to EL1 and
+        /// say which level it was entered at.
+        el2: bool,
     },
     /// A broken elfcorehdr the kernel must refuse.
     Malformed(Mutation),
@@ -211,10 +215,12 @@ pub fn all() -> Vec<Scenario> {
             with_vmcoreinfo,
             must_say,
             page_size: synth::PAGE_SIZE,
+            el2: false,
         },
     };
-    // A crashed arm64 kernel with pages of `kib` KiB, dumped over the serial line.
-    let paged = |name, seed, secs, mib, kib: u64| Scenario {
+    // A crashed arm64 kernel with pages of `kib` KiB, dumped over the serial line (by a
+    // capture kernel entered at EL2 when `el2`).
+    let paged = |name, seed, secs, mib, kib: u64, el2| Scenario {
         name,
         seed,
         timeout: Duration::from_secs(secs),
@@ -224,6 +230,7 @@ pub fn all() -> Vec<Scenario> {
             with_vmcoreinfo: true,
             must_say: None,
             page_size: kib << 10,
+            el2,
         },
     };
     let bad = |name, seed, m| Scenario {
@@ -251,8 +258,8 @@ pub fn all() -> Vec<Scenario> {
             false,
             Some("no vmcoreinfo"),
         ),
-        paged("serial-16k", 0x16c, 120, 64, 16),
-        paged("serial-64k", 0x64c, 120, 64, 64),
+        paged("serial-16k", 0x16c, 120, 64, 16, false),
+        paged("serial-64k", 0x64c, 120, 64, 64, true),
         bad("malformed-bad-magic", 1, Mutation::BadMagic),
         bad("malformed-truncated", 2, Mutation::Truncated),
         bad("malformed-overlap", 3, Mutation::Overlap),
@@ -527,6 +534,7 @@ fn run_dump(
         form,
         with_vmcoreinfo,
         must_say,
+        el2,
         ..
     } = s.kind
     else {
@@ -545,7 +553,19 @@ fn run_dump(
         image.max_mapnr() - 1,
         image.phys_base
     ));
-    let (fin, serial_bytes) = boot(s, cfg, dir, &image, &cmdline, console, details)?;
+    let extra: Vec<String> = match el2 {
+        true => vec!["-machine".into(), "virtualization=on".into()],
+        false => vec![],
+    };
+    let (fin, serial_bytes) = boot_with(s, cfg, dir, &image, &cmdline, &extra, console, details)?;
+    if cfg.arch == Arch::Aarch64 {
+        let level = if el2 { "at EL2" } else { "at EL1" };
+        let want = format!("entered via arm64 Image boot protocol {level}");
+        if !console.iter().any(|l| l.contains(&want)) {
+            return Err(format!("no console line says the image was {want:?}").into());
+        }
+        details.push(format!("capture kernel {want}"));
+    }
     if fin.timed_out || fin.code() != Some(1) {
         return Err(format!(
             "expected QEMU exit status 1 (dump complete), got {}",
