@@ -17,7 +17,7 @@ use core::ptr::NonNull;
 use lifeboat_arch::current::pci;
 use lifeboat_capture::cmdline::PciAddr;
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
-use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
+use virtio_drivers::transport::pci::{virtio_device_type, PciTransport, VirtioPciError};
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, SomeTransport, Transport as _};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
@@ -196,8 +196,13 @@ pub fn open(f: &VirtioFunction) -> Result<Transport, String> {
                 pci::root(addr.segment).ok_or_else(|| format!("PCI segment {} is not reachable", addr.segment))?;
             let (_, cmd) = root.get_status_command(df);
             root.set_command(df, cmd | Command::MEMORY_SPACE | Command::BUS_MASTER);
-            let t = PciTransport::new::<LifeboatHal, _>(&mut root, df)
-                .map_err(|e| format!("virtio device at {}: {}", f.addr, e))?;
+            let t = PciTransport::new::<LifeboatHal, _>(&mut root, df).map_err(|e| match e {
+                VirtioPciError::BarNotAllocated(bar) => format!(
+                    "virtio device at {}: its BAR {} has no address (lifeboat uses the BARs the crashed kernel or the firmware assigned, and assigns none itself)",
+                    f.addr, bar
+                ),
+                e => format!("virtio device at {}: {}", f.addr, e),
+            })?;
             Ok(SomeTransport::Pci(t))
         }
     }
