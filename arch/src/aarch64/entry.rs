@@ -56,8 +56,9 @@ primary_entry:
     b.ne    1f
 
     // EL2: run the capture at EL1 with EL2 out of the way (no traps, EL1 owns the timers).
-    mov     x1, #(1 << 31)               // HCR_EL2.RW: EL1 is AArch64; no stage 2, no traps
-    msr     hcr_el2, x1
+    mov     x1, #(1 << 31)               // HCR_EL2.RW: EL1 is AArch64; no stage 2, no traps;
+    msr     hcr_el2, x1                  // E2H off (a VHE kernel may leave it on), so the
+    isb                                  // _EL1 names below mean the EL1 registers again
     mov     x1, #3                       // CNTHCTL_EL2: EL1PCTEN | EL1PCEN
     msr     cnthctl_el2, x1
     msr     cntvoff_el2, xzr

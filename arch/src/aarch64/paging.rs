@@ -224,6 +224,22 @@ impl AddressSpace {
         };
         // T0SZ 16 (48-bit), write-back walks, inner shareable, 4K granule, TTBR1 walks off.
         let tcr = 16 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23) | (ips.min(5) << 32);
+        // Everything we wrote so far (tables, bss, stack) went to memory uncached (the MMU is
+        // off). Lines of our memory a cache may still hold from before the crash would hide it
+        // once the caches are on: invalidate them (without writing back: memory is the truth).
+        let ctr: u64;
+        // SAFETY: reads the cache type register; no side effects.
+        unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+        let line = 4u64 << ((ctr >> 16) & 0xf);
+        let mut a = self.own_start & !(line - 1);
+        while a < self.own_end {
+            // SAFETY: invalidates the data cache line of our own memory at `a`; with the MMU
+            // off no access of ours allocates lines, so none holds data newer than memory.
+            unsafe { core::arch::asm!("dc ivac, {}", in(reg) a, options(nostack)) };
+            a += line;
+        }
+        // SAFETY: completes the invalidations before the MMU and caches are switched on.
+        unsafe { core::arch::asm!("dsb sy", options(nostack)) };
         MAIR_EL1.set(MAIR);
         TCR_EL1.set(tcr);
         TTBR0_EL1.set(pool_frame(0) as u64);
