@@ -120,16 +120,14 @@ pub fn start(protocol: u32, dtb: u64, own: PhysRange, guard: u64) -> Boot {
                 UartKind::Pl011 | UartKind::SbsaUart => UartRegs::Pl011,
                 UartKind::Ns16550 { reg_shift, reg_io_width } => UartRegs::Ns16550 { shift: reg_shift, width: reg_io_width },
             };
-            let mapped = SPACE.lock().as_mut().map(|s| s.map_device(u.base, u.size.max(0x1000)));
-            match mapped {
-                Some(Ok(va)) => {
+            match crate::oldmem::map_device(u.base, u.size.max(0x1000)) {
+                Ok(va) => {
                     // SAFETY: the registers are mapped as device memory for the rest of the
                     // run, and lifeboat is the only software driving the UART.
                     let port = unsafe { SerialPort::from_mmio(regs, va, u.base) };
                     crate::console::install(port);
                 }
-                Some(Err(e)) => warnings.push(format!("console UART {} at {:#x} not usable: {}", u.path, u.base, e)),
-                None => {}
+                Err(e) => warnings.push(format!("console UART {} at {:#x} not usable: {}", u.path, u.base, e)),
             }
         }
         None => warnings.push(String::from("the device tree names no stdout-path UART: no console")),
@@ -140,11 +138,9 @@ pub fn start(protocol: u32, dtb: u64, own: PhysRange, guard: u64) -> Boot {
     }));
     crate::virtio::set_mmio_windows(dt.virtio_mmio.iter().map(|v| (v.base, v.size)).collect());
     if let Some(host) = dt.pci_ecam.first() {
-        let mapped = SPACE.lock().as_mut().map(|s| s.map_device(host.ecam.start, host.ecam.end - host.ecam.start));
-        match mapped {
-            Some(Ok(va)) => arch::pci::set_ecam(va),
-            Some(Err(e)) => warnings.push(format!("PCI ECAM at {:#x} not usable: {}", host.ecam.start, e)),
-            None => {}
+        match crate::oldmem::map_device(host.ecam.start, host.ecam.end - host.ecam.start) {
+            Ok(va) => arch::pci::set_ecam(va),
+            Err(e) => warnings.push(format!("PCI ECAM at {:#x} not usable: {}", host.ecam.start, e)),
         }
     }
     Boot {
@@ -177,15 +173,7 @@ fn read_dtb(dtb: u64, own: PhysRange) -> Result<&'static [u8], String> {
     }
     mem.read(dtb, &mut header).map_err(|e| format!("the device tree at {:#x} (x0) cannot be read: {}", dtb, e))?;
     let size = devtree::total_size(&header).map_err(|e| format!("no device tree at {:#x} (x0): {}", dtb, e))?;
-    let range = PhysRange::from_start_len(dtb, size as u64)
-        .filter(|r| !r.overlaps(&own))
-        .ok_or_else(|| format!("the device tree at {:#x} ({} bytes) overlaps lifeboat's image", dtb, size))?;
-    SPACE
-        .lock()
-        .as_mut()
-        .map(|s| s.map_readonly(range.start, range.end))
-        .transpose()
-        .map_err(|e| format!("the device tree at {:#x} cannot be mapped: {}", dtb, e))?;
+    mem.map(dtb, size as u64).map_err(|e| format!("the device tree at {:#x} ({} bytes) cannot be mapped: {}", dtb, size, e))?;
     // SAFETY: [dtb, dtb+size) is identity-mapped read-only for the rest of the run (mappings
     // are never removed), is not null, not our memory, and nothing writes it.
     Ok(unsafe { core::slice::from_raw_parts(dtb as *const u8, size) })

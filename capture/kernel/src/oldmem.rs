@@ -3,6 +3,7 @@
 //! width, never the capture kernel's own memory), mapped read-only on demand, then copied.
 
 use lifeboat_arch::current::paging::AddressSpace;
+use alloc::string::{String, ToString};
 use lifeboat_capture::phys::{PhysError, PhysRange, PhysRead};
 use spin::Mutex;
 
@@ -13,9 +14,11 @@ pub struct OldMemory {
     pub max_phys: u64,
 }
 
-impl PhysRead for OldMemory {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), PhysError> {
-        let len = buf.len() as u64;
+impl OldMemory {
+    /// Check that `[addr, addr + len)` may be read (no overflow, below `max_phys`, not our own
+    /// memory) and map it read-only. Mappings of old memory stay until the next `map` of
+    /// another range (x86 recycles page directories; arm64 never unmaps).
+    pub fn map(&self, addr: u64, len: u64) -> Result<(), PhysError> {
         let bad = PhysError::Unreadable { addr, len };
         let range = PhysRange::from_start_len(addr, len).ok_or(bad)?;
         if range.end > self.max_phys || range.overlaps(&self.own) {
@@ -26,10 +29,25 @@ impl PhysRead for OldMemory {
         }
         let mut space = SPACE.lock();
         let space = space.as_mut().ok_or(bad)?;
-        space.map_readonly(range.start, range.end).map_err(|_| bad)?;
-        copy_from_phys(addr, buf);
+        space.map_readonly(range.start, range.end).map_err(|_| bad)
+    }
+}
+
+impl PhysRead for OldMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), PhysError> {
+        self.map(addr, buf.len() as u64)?;
+        if !buf.is_empty() {
+            copy_from_phys(addr, buf);
+        }
         Ok(())
     }
+}
+
+/// Map device registers `[paddr, paddr + len)` uncached; returns their virtual address.
+pub fn map_device(paddr: u64, len: u64) -> Result<u64, String> {
+    let mut space = SPACE.lock();
+    let space = space.as_mut().ok_or_else(|| String::from("page tables are not set up"))?;
+    space.map_device(paddr, len).map_err(|e| e.to_string())
 }
 
 /// Copy `buf.len()` bytes from physical address `addr`, which the caller has mapped (our

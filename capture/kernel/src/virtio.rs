@@ -22,7 +22,6 @@ use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, SomeTransport, Transport as _};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
-use crate::oldmem::SPACE;
 
 /// Pages for virtqueues: a 16-entry queue takes one or two pages, a device at most three
 /// queues; 32 pages serve a disk and a network card at once with room to spare.
@@ -69,9 +68,7 @@ unsafe impl Hal for LifeboatHal {
     }
 
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
-        let mut space = SPACE.lock();
-        let space = space.as_mut().expect("page tables are active before devices are used");
-        match space.map_device(paddr, size as u64) {
+        match crate::oldmem::map_device(paddr, size as u64) {
             Ok(va) => NonNull::new(va as *mut u8).expect("the device window is not at 0"),
             Err(e) => panic!("cannot map device registers at {:#x}: {}", paddr, e),
         }
@@ -141,9 +138,7 @@ pub fn set_mmio_windows(w: Vec<(u64, u64)>) {
 }
 
 fn map_mmio(base: u64, size: u64) -> Result<NonNull<VirtIOHeader>, String> {
-    let mut space = SPACE.lock();
-    let space = space.as_mut().ok_or_else(|| String::from("page tables are not set up"))?;
-    let va = space.map_device(base, size).map_err(|e| format!("virtio-mmio {:#x}: {}", base, e))?;
+    let va = crate::oldmem::map_device(base, size).map_err(|e| format!("virtio-mmio {:#x}: {}", base, e))?;
     NonNull::new(va as *mut VirtIOHeader).ok_or_else(|| format!("virtio-mmio {:#x} maps to 0", base))
 }
 
